@@ -50,6 +50,10 @@ func (t *Tensor) Free() {
 	t.ptr = nil
 	if t.scope != nil {
 		t.scope.forget(t)
+	} else {
+		// Dropping the finaliser keeps the runtime's per-span list of them
+		// short; left in place, it makes every later SetFinalizer slower.
+		runtime.SetFinalizer(t, nil)
 	}
 }
 

@@ -1,0 +1,211 @@
+package torch
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestScopeFreesAllButKept(t *testing.T) {
+	base := LiveTensors()
+	var kept, inner *Tensor
+	func() {
+		s := NewScope()
+		defer s.Close()
+		a := Ones(4)
+		b := a.MulScalar(2)
+		kept = s.Keep(b.Add(a))
+		func() {
+			s2 := NewScope()
+			defer s2.Close()
+			inner = s2.Keep(a.Exp()) // moves to the outer scope
+		}()
+		if inner.Freed() {
+			t.Fatal("kept tensor freed by the inner scope")
+		}
+		if LiveTensors() != base+4 { // a, b, kept, inner
+			t.Fatalf("live %d, want %d", LiveTensors()-base, 4)
+		}
+	}()
+	if !inner.Freed() {
+		t.Fatal("tensor kept only by the inner scope outlived the outer one")
+	}
+	if kept.Freed() || LiveTensors() != base+1 {
+		t.Fatalf("after close: kept freed=%v, live %d", kept.Freed(), LiveTensors()-base)
+	}
+	assertClose(t, "kept value", f64s(kept), []float64{3, 3, 3, 3}, 0)
+	kept.Free()
+	if LiveTensors() != base {
+		t.Fatalf("live %d after freeing the kept tensor", LiveTensors()-base)
+	}
+
+	// Scoped keeps only its result; closing an outer scope closes inner ones left open.
+	r := Scoped(func() *Tensor { return Ones(2).AddScalar(1) })
+	if LiveTensors() != base+1 {
+		t.Fatalf("Scoped left %d live", LiveTensors()-base)
+	}
+	r.Free()
+	outer := NewScope()
+	NewScope() // left open by mistake
+	Zeros(1)
+	outer.Close()
+	if LiveTensors() != base || currentScope() != nil {
+		t.Fatalf("outer close left %d live, scope %v", LiveTensors()-base, currentScope())
+	}
+}
+
+func TestScopesAreGoroutineLocal(t *testing.T) {
+	base := LiveTensors()
+	s := NewScope()
+	var other *Tensor
+	done := make(chan struct{})
+	go func() {
+		other = Ones(1) // no scope on this goroutine: owned by its finaliser
+		close(done)
+	}()
+	<-done
+	Ones(1)
+	s.Close()
+	if other.Freed() || LiveTensors() != base+1 {
+		t.Fatalf("another goroutine's tensor was freed by this scope (live %d)", LiveTensors()-base)
+	}
+	other.Free()
+}
+
+func TestFinaliserBackstop(t *testing.T) {
+	base := LiveTensors()
+	for range 1000 {
+		Ones(8)
+	}
+	for i := 0; i < 100 && LiveTensors() > base; i++ {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := LiveTensors() - base; n > 0 {
+		t.Fatalf("%d unreachable tensors never finalised", n)
+	}
+}
+
+// rss is the process's resident set size in bytes.
+func rss(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages, err := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
+}
+
+// TestLongLoopConstantMemory runs 10,000 iterations of a small op chain,
+// as a denoising or training loop does, and checks that nothing piles up.
+func TestLongLoopConstantMemory(t *testing.T) {
+	x := Randn(NewGenerator(0), 64, 64)
+	defer x.Free()
+	step := func() {
+		s := NewScope()
+		defer s.Close()
+		y := x.Matmul(x).SiLU().Softmax(-1)
+		z := Linear(y, x, nil).Add(y).Mean(0)
+		_ = z.Sum().Item()
+	}
+	for range 200 { // warm up allocator caches
+		step()
+	}
+	runtime.GC()
+	baseLive, baseRSS := LiveTensors(), rss(t)
+	for range 10000 {
+		step()
+	}
+	runtime.GC()
+	live, after := LiveTensors(), rss(t)
+	t.Logf("10,000 iterations: live tensors %d -> %d, RSS %.1f MiB -> %.1f MiB",
+		baseLive, live, float64(baseRSS)/(1<<20), float64(after)/(1<<20))
+	if live != baseLive {
+		t.Fatalf("live tensors %d -> %d", baseLive, live)
+	}
+	// One iteration allocates ~100 KiB of tensors; a leak of even one per
+	// iteration would add ~160 MiB. 16 MiB leaves room for allocator noise.
+	if after-baseRSS > 16<<20 {
+		t.Fatalf("RSS grew by %.1f MiB", float64(after-baseRSS)/(1<<20))
+	}
+
+	// The same loop freeing as it goes, inside one long-lived scope.
+	s := NewScope()
+	defer s.Close()
+	acc, row := Zeros(64), x.Select(0, 0)
+	for range 10000 {
+		sum := acc.Add(row)
+		next := sum.MulScalar(0.5)
+		sum.Free()
+		acc.Free()
+		acc = next
+	}
+	if n := len(s.tensors); n > 200 {
+		t.Fatalf("scope bookkeeping grew to %d slots", n)
+	}
+	if LiveTensors() != baseLive+2 {
+		t.Fatalf("explicit-free loop left %d extra live tensors", LiveTensors()-baseLive)
+	}
+}
+
+// TestNoGradHoldsAcrossCalls checks the per-thread grad mode: a goroutine
+// in NoGrad keeps it across many cgo calls while other goroutines, which
+// the scheduler spreads over threads, keep recording gradients.
+func TestNoGradHoldsAcrossCalls(t *testing.T) {
+	w := Ones(4).SetRequiresGrad(true)
+	defer w.Free()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	failures := make(chan string, 8)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := Scoped(func() *Tensor { return w.MulScalar(2) })
+				if !r.RequiresGrad() {
+					failures <- "a goroutine outside NoGrad lost grad mode"
+					r.Free()
+					return
+				}
+				r.Free()
+				runtime.Gosched()
+			}
+		}()
+	}
+	NoGrad(func() {
+		s := NewScope()
+		defer s.Close()
+		for i := range 10000 {
+			if w.MulScalar(2).RequiresGrad() {
+				failures <- "NoGrad recorded a gradient at call " + strconv.Itoa(i)
+				return
+			}
+			if i%100 == 0 {
+				runtime.Gosched()
+				time.Sleep(time.Microsecond)
+			}
+		}
+	})
+	close(stop)
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Fatal(f)
+	}
+	if !GradEnabled() {
+		t.Fatal("NoGrad did not restore grad mode")
+	}
+}
