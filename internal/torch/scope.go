@@ -92,15 +92,32 @@ func (s *Scope) Keep(t *Tensor) *Tensor {
 	if t == nil || t.scope != s || s.closed {
 		return t
 	}
-	s.tensors[t.slot] = nil
-	s.freed++
-	t.scope = nil
+	s.release(t)
 	if s.parent != nil {
 		s.parent.adopt(t)
 	} else {
 		runtime.SetFinalizer(t, (*Tensor).Free)
 	}
 	return t
+}
+
+// Persist takes t out of whatever scope owns it: it then lives until Free
+// (or, as a backstop, until the collector finds it unreachable), as a
+// module's parameters do.
+func Persist(t *Tensor) *Tensor {
+	if t == nil || t.scope == nil {
+		return t
+	}
+	t.scope.release(t)
+	runtime.SetFinalizer(t, (*Tensor).Free)
+	return t
+}
+
+// release drops t from the scope without freeing it.
+func (s *Scope) release(t *Tensor) {
+	s.tensors[t.slot] = nil
+	s.freed++
+	t.scope = nil
 }
 
 // Close frees the scope's tensors and any inner scope left open. Closing

@@ -209,3 +209,22 @@ func TestNoGradHoldsAcrossCalls(t *testing.T) {
 		t.Fatal("NoGrad did not restore grad mode")
 	}
 }
+
+func TestPersistOutlivesScopes(t *testing.T) {
+	base := LiveTensors()
+	var p *Tensor
+	func() {
+		s := NewScope()
+		defer s.Close()
+		func() {
+			inner := NewScope()
+			defer inner.Close()
+			p = Persist(Ones(2))
+			Zeros(2)
+		}()
+	}()
+	if p.Freed() || LiveTensors() != base+1 {
+		t.Fatalf("persisted tensor freed=%v, live %d", p.Freed(), LiveTensors()-base)
+	}
+	p.Free()
+}
