@@ -26,7 +26,7 @@ func newDoctorCommand(v *viper.Viper) *cobra.Command {
 			return doctor(cmd.OutOrStdout(), v.GetBool("verbose"))
 		},
 	}
-	addFlags(cmd, v, false, doctorFlags)
+	addFlags(cmd, false, doctorFlags)
 	return cmd
 }
 

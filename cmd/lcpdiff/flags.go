@@ -18,9 +18,10 @@ type flagSpec struct {
 	help  string
 }
 
-// addFlags registers specs on cmd (persistent ones when persistent is true)
-// and binds each to v.
-func addFlags(cmd *cobra.Command, v *viper.Viper, persistent bool, specs []flagSpec) {
+// addFlags registers specs on cmd (persistent ones when persistent is true).
+// They are bound to viper only when cmd runs (bindFlags), so that two
+// commands may share a flag name.
+func addFlags(cmd *cobra.Command, persistent bool, specs []flagSpec) {
 	fs := cmd.Flags()
 	if persistent {
 		fs = cmd.PersistentFlags()
@@ -40,8 +41,11 @@ func addFlags(cmd *cobra.Command, v *viper.Viper, persistent bool, specs []flagS
 		default:
 			panic(fmt.Sprintf("flag --%s: unsupported default type %T", s.name, s.def))
 		}
-		if err := v.BindPFlag(s.name, fs.Lookup(s.name)); err != nil {
-			panic(err)
-		}
 	}
+}
+
+// bindFlags makes the running command's flags (its own and the inherited
+// persistent ones) the flag layer of v.
+func bindFlags(v *viper.Viper, cmd *cobra.Command) error {
+	return v.BindPFlags(cmd.Flags())
 }

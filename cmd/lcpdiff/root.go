@@ -24,6 +24,9 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if err := bindFlags(v, cmd); err != nil {
+				return err
+			}
 			if path := v.GetString("config"); path != "" {
 				v.SetConfigFile(path)
 				if err := v.ReadInConfig(); err != nil {
@@ -39,8 +42,8 @@ func newRootCommand() *cobra.Command {
 			return nil
 		},
 	}
-	addFlags(root, v, true, rootFlags)
-	root.AddCommand(newVersionCommand(), newDoctorCommand(v))
+	addFlags(root, true, rootFlags)
+	root.AddCommand(newVersionCommand(), newDoctorCommand(v), newGenerateCommand(v))
 	return root
 }
 

@@ -194,3 +194,12 @@ func setGradEnabled(on bool) (previous bool) {
 	mustLib("set_grad_enabled", C.lt_set_grad_enabled(v, &prev))
 	return prev != 0
 }
+
+// Replace frees old and returns next, the tensor computed from it: a chain
+// of large activations (h = torch.Replace(h, f(h))) then holds one at a
+// time instead of all of them until its scope closes. old must be the
+// caller's own, not an input it was handed.
+func Replace(old, next *Tensor) *Tensor {
+	old.Free()
+	return next
+}

@@ -9,10 +9,10 @@ import (
 // GroupNorm, proj_in, transformer blocks on the H*W tokens, proj_out, and a
 // residual add.
 type Transformer2D struct {
-	Norm    *nn.GroupNorm
-	ProjIn  *nn.Linear // 1x1 conv kernels are viewed as linear weights
-	ProjOut *nn.Linear
-	Blocks  []*BasicTransformerBlock
+	Norm            *nn.GroupNorm
+	ProjIn, ProjOut *nn.Linear // SD 2.x: Linear over the tokens
+	ConvIn, ConvOut *nn.Conv2d // SD 1.x: 1x1 convolutions over the map
+	Blocks          []*BasicTransformerBlock
 }
 
 // TransformerConfig sizes a Transformer2D.
@@ -31,10 +31,10 @@ func NewTransformer2D(p nn.Path, c TransformerConfig) *Transformer2D {
 		t.ProjIn = nn.NewLinear(p.Sub("proj_in"), c.Channels, c.Channels, true)
 		t.ProjOut = nn.NewLinear(p.Sub("proj_out"), c.Channels, c.Channels, true)
 	} else {
-		// A 1x1 conv is a linear map over channels; reading its [out, in, 1, 1]
-		// kernel as [out, in] lets both layouts share one code path.
-		t.ProjIn = conv1x1AsLinear(p.Sub("proj_in"), c.Channels, c.Channels)
-		t.ProjOut = conv1x1AsLinear(p.Sub("proj_out"), c.Channels, c.Channels)
+		// A 1x1 conv is a linear map too, but the convolution kernel rounds
+		// differently from a matrix product: diffusers convolves.
+		t.ConvIn = nn.NewConv2d(p.Sub("proj_in"), c.Channels, c.Channels, 1, torch.ConvOptions{})
+		t.ConvOut = nn.NewConv2d(p.Sub("proj_out"), c.Channels, c.Channels, 1, torch.ConvOptions{})
 	}
 	for i := range c.Layers {
 		t.Blocks = append(t.Blocks, NewBasicTransformerBlock(p.Sub("transformer_blocks", i), c.Channels, c.Heads, headDim, c.ContextDim))
@@ -42,22 +42,29 @@ func NewTransformer2D(p nn.Path, c TransformerConfig) *Transformer2D {
 	return t
 }
 
-func conv1x1AsLinear(p nn.Path, in, out int64) *nn.Linear {
-	return &nn.Linear{Weight: p.ParamAs("weight", []int64{out, in, 1, 1}, []int64{out, in}), Bias: p.Param("bias", out)}
-}
-
 // Forward maps x [B, C, H, W] and context [B, M, Cctx] to [B, C, H, W].
 func (t *Transformer2D) Forward(x, context *torch.Tensor) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
 		s := x.Shape()
 		b, c, h, w := s[0], s[1], s[2], s[3]
-		tokens := t.Norm.Forward(x).Permute(0, 2, 3, 1).Reshape(b, h*w, c) // [B, HW, C]
-		tokens = t.ProjIn.Forward(tokens)
+		hidden := t.Norm.Forward(x)
+		if t.ConvIn != nil {
+			hidden = t.ConvIn.Forward(hidden)
+		}
+		tokens := hidden.Permute(0, 2, 3, 1).Reshape(b, h*w, c) // [B, HW, C]
+		if t.ProjIn != nil {
+			tokens = t.ProjIn.Forward(tokens)
+		}
 		for _, blk := range t.Blocks {
 			tokens = blk.Forward(tokens, context)
 		}
-		tokens = t.ProjOut.Forward(tokens)
+		if t.ProjOut != nil {
+			tokens = t.ProjOut.Forward(tokens)
+		}
 		out := tokens.Reshape(b, h, w, c).Permute(0, 3, 1, 2) // [B, C, H, W]
+		if t.ConvOut != nil {
+			out = t.ConvOut.Forward(out.Contiguous())
+		}
 		return out.Add(x)
 	})
 }
