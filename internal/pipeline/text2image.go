@@ -21,6 +21,13 @@ type Text2Image struct {
 	// instead of noise drawn from Seed.
 	Latents *torch.Tensor
 
+	// BeforeStep, when set, runs before each step's UNet call (an adapter
+	// whose strength follows the schedule, such as GLIGEN's beta).
+	BeforeStep func(step, total int, timestep int64)
+	// Guide, when set, may move the latents before each step's denoising
+	// (box-constrained guidance); it returns the latents to denoise, which
+	// may be its input.
+	Guide func(step, total int, timestep int64, latents *torch.Tensor) *torch.Tensor
 	// Progress, when set, is called after each denoising step.
 	Progress func(step, total int)
 	// OnStep, when set, sees the latents after each step (inside the step's scope).
@@ -91,7 +98,14 @@ func (m *Model) generate(r Text2Image) *torch.Tensor {
 
 	timesteps := sched.Timesteps()
 	for i, t := range timesteps {
+		if r.BeforeStep != nil {
+			r.BeforeStep(i, len(timesteps), t)
+		}
 		next := torch.Scoped(func() *torch.Tensor {
+			latents := latents
+			if r.Guide != nil {
+				latents = r.Guide(i, len(timesteps), t, latents)
+			}
 			in := latents
 			if guided {
 				in = torch.Cat([]*torch.Tensor{latents, latents}, 0)

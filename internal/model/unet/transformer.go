@@ -71,14 +71,25 @@ func (t *Transformer2D) Forward(x, context *torch.Tensor) *torch.Tensor {
 
 // BasicTransformerBlock is self-attention (attn1), cross-attention to the
 // text (attn2) and a GEGLU feed-forward, each pre-LayerNorm with a residual.
+// A Fuser, when attached, runs between attn1 and attn2 (GLIGEN's gated
+// self-attention over the image and grounding tokens).
 type BasicTransformerBlock struct {
+	Name                string // module path, e.g. "down_blocks.0.attentions.0.transformer_blocks.0"
 	Norm1, Norm2, Norm3 *nn.LayerNorm
 	Attn1, Attn2        *Attention
 	FF                  *FeedForward
+	Fuser               Fuser
+}
+
+// Fuser adds to the image tokens x [B, N, C] after self-attention; it
+// returns the new tokens (input plus its gated contribution).
+type Fuser interface {
+	Forward(x *torch.Tensor) *torch.Tensor
 }
 
 func NewBasicTransformerBlock(p nn.Path, dim, heads, headDim, contextDim int64) *BasicTransformerBlock {
 	return &BasicTransformerBlock{
+		Name:  p.Name(),
 		Norm1: nn.NewLayerNorm(p.Sub("norm1"), dim, 1e-5),
 		Attn1: NewAttention(p.Sub("attn1"), AttentionConfig{QueryDim: dim, Heads: heads, HeadDim: headDim}),
 		Norm2: nn.NewLayerNorm(p.Sub("norm2"), dim, 1e-5),
@@ -92,6 +103,9 @@ func NewBasicTransformerBlock(p nn.Path, dim, heads, headDim, contextDim int64) 
 func (b *BasicTransformerBlock) Forward(x, context *torch.Tensor) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
 		x = b.Attn1.Forward(b.Norm1.Forward(x), nil).Add(x)
+		if b.Fuser != nil {
+			x = b.Fuser.Forward(x)
+		}
 		x = b.Attn2.Forward(b.Norm2.Forward(x), context).Add(x)
 		return b.FF.Forward(b.Norm3.Forward(x)).Add(x)
 	})

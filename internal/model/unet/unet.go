@@ -105,15 +105,13 @@ func FromSource(src nn.Source, c Config, opts torch.Options) (u *UNet, err error
 // Free releases the weights.
 func (u *UNet) Free() { nn.Free(u.params) }
 
-// Attentions lists every attention layer (attn1 and attn2 of every
-// transformer block), in module order, for swapping processors.
-func (u *UNet) Attentions() []*Attention {
-	var out []*Attention
+// TransformerBlocks lists every transformer block, in module order (down,
+// mid, up), for attaching adapters.
+func (u *UNet) TransformerBlocks() []*BasicTransformerBlock {
+	var out []*BasicTransformerBlock
 	add := func(ts []*Transformer2D) {
 		for _, t := range ts {
-			for _, b := range t.Blocks {
-				out = append(out, b.Attn1, b.Attn2)
-			}
+			out = append(out, t.Blocks...)
 		}
 	}
 	for _, d := range u.DownBlocks {
@@ -122,6 +120,16 @@ func (u *UNet) Attentions() []*Attention {
 	add(u.MidBlock.Attentions)
 	for _, up := range u.UpBlocks {
 		add(up.Attentions)
+	}
+	return out
+}
+
+// Attentions lists every attention layer (attn1 and attn2 of every
+// transformer block), in module order, for swapping processors.
+func (u *UNet) Attentions() []*Attention {
+	var out []*Attention
+	for _, b := range u.TransformerBlocks() {
+		out = append(out, b.Attn1, b.Attn2)
 	}
 	return out
 }
