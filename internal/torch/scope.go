@@ -178,6 +178,17 @@ func NoGrad(f func()) {
 	f()
 }
 
+// WithGrad runs f with autograd on, inside a NoGrad region too (box
+// guidance differentiates through the UNet in the middle of generation).
+// Like NoGrad, it pins the goroutine to its thread while f runs.
+func WithGrad(f func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	prev := setGradEnabled(true)
+	defer setGradEnabled(prev)
+	f()
+}
+
 // GradEnabled reports whether autograd records operations on this goroutine's thread.
 func GradEnabled() bool {
 	var e C.int

@@ -228,3 +228,21 @@ func TestPersistOutlivesScopes(t *testing.T) {
 	}
 	p.Free()
 }
+
+func TestWithGradInsideNoGrad(t *testing.T) {
+	w := Ones(2).SetRequiresGrad(true)
+	defer w.Free()
+	NoGrad(func() {
+		if w.MulScalar(2).RequiresGrad() {
+			t.Fatal("NoGrad recorded")
+		}
+		WithGrad(func() {
+			if !w.MulScalar(2).RequiresGrad() {
+				t.Fatal("WithGrad did not record")
+			}
+		})
+		if GradEnabled() {
+			t.Fatal("WithGrad did not restore NoGrad")
+		}
+	})
+}

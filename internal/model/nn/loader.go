@@ -159,6 +159,20 @@ func (p Path) Param(name string, shape ...int64) *torch.Tensor {
 	return t
 }
 
+// ParamInit is Param for a layer an adapter adds: when the source lacks
+// name and the loader may initialise (Init is set), init makes it, such as a
+// copy of the weight the new layer extends.
+func (p Path) ParamInit(name string, init func() *torch.Tensor, shape ...int64) *torch.Tensor {
+	l := p.l
+	if _, ok := l.src.Shape(p.Key(name)); ok || l.Init == nil {
+		return p.Param(name, shape...)
+	}
+	l.used[p.Key(name)] = true
+	t := torch.Persist(torch.Scoped(func() *torch.Tensor { return init().ToOptions(l.opts).Detach().Clone() }))
+	l.params = append(l.params, t)
+	return t
+}
+
 // ParamAs loads name stored with shape stored and returns it viewed as
 // shape (a 1x1 conv kernel read as a linear weight, say).
 func (p Path) ParamAs(name string, stored, shape []int64) *torch.Tensor {

@@ -9,24 +9,6 @@ import (
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
-// SD15 is the real Stable Diffusion 1.5 UNet configuration.
-func sd15() Config {
-	c := Config{
-		SampleSize: 64, InChannels: 4, OutChannels: 4, FlipSinToCos: true,
-		DownBlockTypes:   []string{"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"},
-		UpBlockTypes:     []string{"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"},
-		MidBlockType:     "UNetMidBlock2DCrossAttn",
-		BlockOutChannels: []int64{320, 640, 1280, 1280}, LayersPerBlock: 2, DownsamplePadding: 1,
-		MidBlockScaleFactor: 1, ActFn: "silu", NormNumGroups: 32, NormEps: 1e-5, CrossAttentionDim: 768,
-		ResnetTimeScaleShift: "default", TimeEmbeddingType: "positional", ConvInKernel: 3, ConvOutKernel: 3,
-		AttentionHeadDim: 8.0, TransformerLayersPerBlock: 1.0,
-	}
-	if err := c.Check(); err != nil {
-		panic(err)
-	}
-	return c
-}
-
 // peakRSS is the process's high-water resident set (VmHWM) in MiB.
 func peakRSS() string {
 	b, _ := os.ReadFile("/proc/self/status")
@@ -43,7 +25,7 @@ func peakRSS() string {
 func BenchmarkSD15Forward(b *testing.B) {
 	l := nn.NewLoader("unet", nn.Empty{}, torch.Options{})
 	l.Init = nn.RandomInit(0, 0.02)
-	u := New(l.Root(), sd15())
+	u := New(l.Root(), SD15Config())
 	defer nn.Free(l.Params())
 	g := torch.NewGenerator(1)
 	sample := torch.Randn(g, 2, 4, 64, 64)

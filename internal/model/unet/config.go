@@ -167,3 +167,22 @@ func truthy(v any) bool {
 	}
 	return false
 }
+
+// SD15Config is the real Stable Diffusion 1.5 UNet (runwayml's
+// unet/config.json), for benchmarks with random weights.
+func SD15Config() Config {
+	c := Config{
+		SampleSize: 64, InChannels: 4, OutChannels: 4, FlipSinToCos: true,
+		DownBlockTypes:   []string{"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"},
+		UpBlockTypes:     []string{"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"},
+		MidBlockType:     "UNetMidBlock2DCrossAttn",
+		BlockOutChannels: []int64{320, 640, 1280, 1280}, LayersPerBlock: 2, DownsamplePadding: 1,
+		MidBlockScaleFactor: 1, ActFn: "silu", NormNumGroups: 32, NormEps: 1e-5, CrossAttentionDim: 768,
+		ResnetTimeScaleShift: "default", TimeEmbeddingType: "positional", ConvInKernel: 3, ConvOutKernel: 3,
+		AttentionHeadDim: 8.0, TransformerLayersPerBlock: 1.0,
+	}
+	if err := c.Check(); err != nil {
+		panic(err)
+	}
+	return c
+}

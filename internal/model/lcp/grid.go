@@ -1,0 +1,40 @@
+// Package lcp holds the parts of LCP-Diffusion that are its own: the static
+// detail refiner and static attention, the layout-aware module, and the
+// adapter checkpoint that gathers every trainable parameter.
+package lcp
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/lcpdiff/lcpdiff/internal/torch"
+)
+
+// Grid is the H x W of one attention layer's tokens, derived from the
+// latent's size and the layer's token count N = H*W: the UNet halves both
+// sides per level, so the factor is sqrt(h*w/N).
+func Grid(latentH, latentW, tokens int64) (h, w int64, err error) {
+	f := math.Sqrt(float64(latentH*latentW) / float64(tokens))
+	fi := int64(math.Round(f))
+	if fi < 1 || latentH%fi != 0 || latentW%fi != 0 || (latentH/fi)*(latentW/fi) != tokens {
+		return 0, 0, fmt.Errorf("%d tokens are no grid of a %dx%d latent", tokens, latentH, latentW)
+	}
+	return latentH / fi, latentW / fi, nil
+}
+
+// ResizeMask brings a mask [1, 1, H, W] (values in [0, 1]) to a layer's
+// h x w grid and flattens it to [h*w] in diffusers' row-major token order:
+// nearest sampling, then > 0.5. A subject smaller than one cell keeps the
+// cell under its centre of mass, so no subject vanishes at coarse levels.
+func ResizeMask(mask *torch.Tensor, h, w int64) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		m := torch.Interpolate(mask.To(torch.Float32), torch.InterpolateOptions{Mode: torch.Bilinear, Size: [2]int64{h, w}, Antialias: true})
+		keep := m.GtScalar(0.5).Reshape(h * w)
+		if keep.Sum().Item() > 0 || mask.Sum().Item() == 0 {
+			return keep
+		}
+		// the cell that holds most of the subject
+		brightest := m.Reshape(h * w).Argmax().Item()
+		return torch.Options{Device: mask.Device()}.Arange(0, float64(h*w), 1).EqScalar(brightest)
+	})
+}
