@@ -60,11 +60,13 @@ as_root() {
   fi
 }
 
-# Build tools for the shim, from apt when they are missing.
+# Build tools for the shim, and libjpeg-turbo's headers (lcpdiff decodes
+# JPEG with the library Pillow uses), from apt when they are missing.
 ensure_tools() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v g++ >/dev/null 2>&1 || missing+=(g++)
+  [ -f /usr/include/jpeglib.h ] || ls /usr/include/*/jpeglib.h >/dev/null 2>&1 || missing+=(libjpeg-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
   if command -v apt-get >/dev/null 2>&1; then
     apt_install "${missing[@]}"
@@ -131,7 +133,7 @@ system_prefix() {
 if ! prefix="$(system_prefix)"; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "fetch-libtorch: installing libtorch-dev and OpenBLAS with apt-get"
-    if ! apt_install libtorch-dev libopenblas0-pthread cmake g++; then
+    if ! apt_install libtorch-dev libopenblas0-pthread cmake g++ libjpeg-dev; then
       echo "fetch-libtorch: apt-get could not install libtorch-dev (run as root, or set LIBTORCH, or use --download)" >&2
       exit 1
     fi
