@@ -1,7 +1,11 @@
+// Package lcp holds the parts of LCP-Diffusion that are its own: the static
+// detail refiner and static attention, the layout-aware module, and the
+// adapter checkpoint that gathers every trainable parameter.
 package lcp
 
 import (
 	"github.com/lcpdiff/lcpdiff/internal/model/nn"
+	"github.com/lcpdiff/lcpdiff/internal/model/region"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
@@ -63,11 +67,11 @@ type refinerCapture struct {
 }
 
 func (c refinerCapture) Process(a *unet.Attention, x, _ *torch.Tensor) *torch.Tensor {
-	h, w, err := Grid(c.latentH, c.latentW, x.Size(1))
+	h, w, err := region.Grid(c.latentH, c.latentW, x.Size(1))
 	if err != nil {
 		panic(&torch.Error{Op: "static refiner", Msg: err.Error()})
 	}
-	keep := torch.Persist(ResizeMask(c.mask, h, w)) // [N]
+	keep := torch.Persist(region.ResizeMask(c.mask, h, w)) // [N]
 	c.ref.KeyMask[c.layer] = keep
 	c.ref.Features[c.layer] = torch.Persist(x.Clone())
 	return torch.Scoped(func() *torch.Tensor {
@@ -151,7 +155,7 @@ func (s *StaticLayer) Process(a *unet.Attention, x, context *torch.Tensor) *torc
 		return base
 	}
 	return torch.Scoped(func() *torch.Tensor {
-		h, w, err := Grid(st.LatentH, st.LatentW, x.Size(1))
+		h, w, err := region.Grid(st.LatentH, st.LatentW, x.Size(1))
 		if err != nil {
 			panic(&torch.Error{Op: "static attention", Msg: err.Error()})
 		}
@@ -166,7 +170,7 @@ func (s *StaticLayer) Process(a *unet.Attention, x, context *torch.Tensor) *torc
 			mask := ref.KeyMask[s.Layer].Reshape(1, 1, 1, -1)
 			out := a.Out(torch.Attention(q, key, value, mask, 0)) // [B, N, C]
 			if st.Restrict {
-				out = out.Mul(BoxMask(st.Boxes[k], h, w).ToOptions(torch.OptionsOf(out)).Reshape(1, -1, 1))
+				out = out.Mul(region.BoxMask(st.Boxes[k], h, w).ToOptions(torch.OptionsOf(out)).Reshape(1, -1, 1))
 			}
 			if sum == nil {
 				sum = out

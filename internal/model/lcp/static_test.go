@@ -5,6 +5,7 @@ import (
 
 	"github.com/lcpdiff/lcpdiff/internal/golden"
 	"github.com/lcpdiff/lcpdiff/internal/model/nn"
+	"github.com/lcpdiff/lcpdiff/internal/model/region"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
@@ -117,7 +118,7 @@ func TestStaticStaysInItsBox(t *testing.T) {
 		st.Subjects = []*Reference{refB}
 		outB = layer.Process(attn, x, nil)
 	})
-	inside := BoxMask(box, 16, 16).Reshape(1, 256, 1)
+	inside := region.BoxMask(box, 16, 16).Reshape(1, 256, 1)
 	diff := outA.Sub(outB).Abs()
 	if out := diff.Mul(inside.Rsub(1)).Amax().Item(); out != 0 {
 		t.Fatalf("a subject changed queries outside its box by %g", out)
@@ -149,7 +150,9 @@ func TestStaticGradients(t *testing.T) {
 	w := opts.Randn(g, 2, n, 32)
 	loss := func() float64 {
 		var v float64
-		torch.NoGrad(func() { v = torch.Scoped(func() *torch.Tensor { return layer.Process(attn, x, nil).Mul(w).Sum() }).Item() })
+		torch.NoGrad(func() {
+			v = torch.Scoped(func() *torch.Tensor { return layer.Process(attn, x, nil).Mul(w).Sum() }).Item()
+		})
 		return v
 	}
 	layer.Mu.Fill(0.3)

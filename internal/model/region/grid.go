@@ -1,7 +1,7 @@
-// Package lcp holds the parts of LCP-Diffusion that are its own: the static
-// detail refiner and static attention, the layout-aware module, and the
-// adapter checkpoint that gathers every trainable parameter.
-package lcp
+// Package region maps normalised boxes and pixel masks onto the token grids
+// of the UNet's attention layers, the one definition that static and
+// dynamic attention and box guidance share.
+package region
 
 import (
 	"fmt"
