@@ -3,6 +3,8 @@ package pipeline
 import (
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -237,5 +239,27 @@ func TestGLIGENChecks(t *testing.T) {
 	img.Free()
 	if !strings.Contains(warned, "only the first 30") {
 		t.Errorf("warning %q", warned)
+	}
+}
+
+// TestLoadModelGLIGENFolder: a diffusers folder whose unet is a GLIGEN one
+// loads with its grounding layers.
+func TestLoadModelGLIGENFolder(t *testing.T) {
+	dir := t.TempDir()
+	for _, part := range []string{"model_index.json", "text_encoder", "tokenizer", "vae", "scheduler"} {
+		if err := os.Symlink(golden.Path(t, "tiny-sd", part), filepath.Join(dir, part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(golden.Path(t, "tiny-gligen", "unet"), filepath.Join(dir, "unet")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadModel(dir, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if m.GLIGEN == nil || len(m.GLIGEN.Fusers) == 0 {
+		t.Fatal("GLIGEN layers not loaded")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lcpdiff/lcpdiff/internal/model/clip"
+	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/model/vae"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
@@ -22,6 +23,7 @@ type Model struct {
 	Text      *clip.TextEncoder
 	UNet      *unet.UNet
 	VAE       *vae.AutoencoderKL
+	GLIGEN    *gligen.Grounding // a GLIGEN model's grounding layers, or nil
 	Scheduler SchedulerConfig
 	Options   torch.Options // dtype and device of the weights
 }
@@ -36,6 +38,9 @@ func (m *Model) Free() {
 	}
 	if m.VAE != nil {
 		m.VAE.Free()
+	}
+	if m.GLIGEN != nil {
+		m.GLIGEN.Free()
 	}
 }
 
@@ -94,7 +99,17 @@ func loadFolder(dir string, o LoadOptions) (m *Model, err error) {
 	if m.Text, err = clip.LoadTextEncoder(filepath.Join(dir, "text_encoder"), o.Options); err != nil {
 		return m, err
 	}
-	if m.UNet, err = unet.Load(filepath.Join(dir, "unet"), o.Options); err != nil {
+	unetDir := filepath.Join(dir, "unet")
+	uc, err := unet.LoadConfig(filepath.Join(unetDir, "config.json"))
+	if err != nil {
+		return m, err
+	}
+	if uc.AttentionType == "gated" {
+		m.UNet, m.GLIGEN, err = gligen.LoadUNet(unetDir, o.Options)
+	} else {
+		m.UNet, err = unet.Load(unetDir, o.Options)
+	}
+	if err != nil {
 		return m, err
 	}
 	if m.VAE, err = vae.Load(filepath.Join(dir, "vae"), o.Options); err != nil {

@@ -42,6 +42,9 @@ type Config struct {
 	AttentionHeadDim          any      `json:"attention_head_dim"`
 	NumAttentionHeads         any      `json:"num_attention_heads"`
 	TransformerLayersPerBlock any      `json:"transformer_layers_per_block"`
+	// AttentionType "gated" marks a GLIGEN UNet: the base network plus
+	// grounding layers, which package gligen reads.
+	AttentionType string `json:"attention_type"`
 
 	// Resolved from the fields above by Check: per down block, in order.
 	Heads             []int64 `json:"-"`
@@ -90,6 +93,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("class, addition, time-condition and encoder-hidden embeddings (SDXL and others) are not supported")
 	case c.DualCrossAttention || truthy(c.OnlyCrossAttention):
 		return fmt.Errorf("dual or only cross-attention is not supported")
+	case c.AttentionType != "" && c.AttentionType != "default" && c.AttentionType != "gated":
+		return fmt.Errorf("attention_type %q is not supported (default, or gated for GLIGEN text-box)", c.AttentionType)
 	case c.ConvInKernel%2 == 0 || c.ConvOutKernel%2 == 0:
 		return fmt.Errorf("conv kernels must be odd")
 	case c.NormNumGroups <= 0 || c.CrossAttentionDim <= 0 || c.LayersPerBlock < 1:
