@@ -5,21 +5,22 @@ package region
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
-// Grid is the H x W of one attention layer's tokens, derived from the
-// latent's size and the layer's token count N = H*W: the UNet halves both
-// sides per level, so the factor is sqrt(h*w/N).
+// Grid is the H x W of one attention layer's tokens: the UNet's stride-2
+// convolutions take a side s to ceil(s/2) per level, so the layer's grid is
+// the latent's halved until it holds that many tokens.
 func Grid(latentH, latentW, tokens int64) (h, w int64, err error) {
-	f := math.Sqrt(float64(latentH*latentW) / float64(tokens))
-	fi := int64(math.Round(f))
-	if fi < 1 || latentH%fi != 0 || latentW%fi != 0 || (latentH/fi)*(latentW/fi) != tokens {
-		return 0, 0, fmt.Errorf("%d tokens are no grid of a %dx%d latent", tokens, latentH, latentW)
+	h, w = latentH, latentW
+	for h*w > tokens && (h > 1 || w > 1) {
+		h, w = (h+1)/2, (w+1)/2
 	}
-	return latentH / fi, latentW / fi, nil
+	if h*w != tokens {
+		return 0, 0, fmt.Errorf("%d tokens are no level of a %dx%d latent", tokens, latentH, latentW)
+	}
+	return h, w, nil
 }
 
 // ResizeMask brings a mask [1, 1, H, W] (values in [0, 1]) to a layer's

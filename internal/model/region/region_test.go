@@ -29,7 +29,7 @@ func TestBoxMaskCellRule(t *testing.T) {
 }
 
 func TestGrid(t *testing.T) {
-	for _, c := range []struct{ lh, lw, n, h, w int64 }{{64, 64, 4096, 64, 64}, {64, 48, 192, 16, 12}, {16, 16, 4, 2, 2}} {
+	for _, c := range []struct{ lh, lw, n, h, w int64 }{{64, 64, 4096, 64, 64}, {64, 48, 192, 16, 12}, {16, 16, 4, 2, 2}, {16, 12, 4, 2, 2}, {9, 9, 25, 5, 5}} {
 		h, w, err := Grid(c.lh, c.lw, c.n)
 		if err != nil || h != c.h || w != c.w {
 			t.Errorf("Grid(%d, %d, %d) = %d, %d, %v", c.lh, c.lw, c.n, h, w, err)
