@@ -116,24 +116,37 @@ func FromSource(src nn.Source, u *unet.UNet, opts torch.Options) (g *Grounding, 
 		}
 	}()
 	defer torch.Recover(&err)
-	// The grounding tokens are as wide as the text context, and so are
-	// the phrase embeddings in diffusers' text-box model.
-	ctx := u.Config.CrossAttentionDim
-	root := l.Root()
-	g = &Grounding{PositionNet: NewPositionNet(root.Sub("position_net"), ctx, ctx), blocks: blocks}
-	for _, b := range blocks {
-		f := NewGatedSelfAttentionDense(root.Sub(b.Name, "fuser"), FuserConfigOf(b, ctx))
-		f.Cond = &g.cond
-		g.Fusers = append(g.Fusers, f)
-	}
+	g = New(l.Root(), u)
 	if err := l.Err(func(key string) bool { return !IsKey(key) }); err != nil {
 		return nil, err
 	}
 	g.params = l.Params()
-	for i, b := range blocks {
+	g.Attach()
+	return g, nil
+}
+
+// New builds the position net ("position_net") and one fuser per
+// transformer block ("<block>.fuser") under p, unattached; the caller owns
+// the loader that holds their weights.
+func New(p nn.Path, u *unet.UNet) *Grounding {
+	// The grounding tokens are as wide as the text context, and so are
+	// the phrase embeddings in diffusers' text-box model.
+	ctx := u.Config.CrossAttentionDim
+	blocks := u.TransformerBlocks()
+	g := &Grounding{PositionNet: NewPositionNet(p.Sub("position_net"), ctx, ctx), blocks: blocks}
+	for _, b := range blocks {
+		f := NewGatedSelfAttentionDense(p.Sub(b.Name, "fuser"), FuserConfigOf(b, ctx))
+		f.Cond = &g.cond
+		g.Fusers = append(g.Fusers, f)
+	}
+	return g
+}
+
+// Attach puts the fusers on their transformer blocks.
+func (g *Grounding) Attach() {
+	for i, b := range g.blocks {
 		b.Fuser = g.Fusers[i]
 	}
-	return g, nil
 }
 
 // Set makes the fusers attend to the grounding tokens objs [B, M, C] (B the

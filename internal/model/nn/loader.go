@@ -23,6 +23,7 @@ type Loader struct {
 	badShape []string
 	badRead  []string
 	params   []*torch.Tensor
+	named    map[string]*torch.Tensor
 
 	// Init, when set, makes the parameters the source lacks (new layers of
 	// an adapter, or a whole random network for benchmarks) instead of
@@ -33,7 +34,7 @@ type Loader struct {
 // NewLoader reads parameters for the network named what (used in errors)
 // from src, converting them to the dtype and device of opts.
 func NewLoader(what string, src Source, opts torch.Options) *Loader {
-	return &Loader{what: what, src: src, opts: opts, used: map[string]bool{}}
+	return &Loader{what: what, src: src, opts: opts, used: map[string]bool{}, named: map[string]*torch.Tensor{}}
 }
 
 // Root is the path of the network itself (the empty key prefix).
@@ -41,6 +42,10 @@ func (l *Loader) Root() Path { return Path{l: l} }
 
 // Params are the tensors loaded so far, for Free.
 func (l *Loader) Params() []*torch.Tensor { return l.params }
+
+// Named maps each checkpoint key the network read (or initialised) to its
+// tensor, in the stored shape: what saving the network writes back.
+func (l *Loader) Named() map[string]*torch.Tensor { return l.named }
 
 // Err reports missing, mis-shaped, unreadable and unexpected keys (first
 // few of each and their count) in one error; nil when the checkpoint and the
@@ -134,6 +139,7 @@ func (p Path) Param(name string, shape ...int64) *torch.Tensor {
 	if !ok && l.Init != nil {
 		t := torch.Persist(l.Init(key, shape).ToOptions(l.opts))
 		l.params = append(l.params, t)
+		l.named[key] = t
 		return t
 	}
 	if !ok {
@@ -156,6 +162,7 @@ func (p Path) Param(name string, shape ...int64) *torch.Tensor {
 	}
 	torch.Persist(t)
 	l.params = append(l.params, t)
+	l.named[key] = t
 	return t
 }
 
@@ -170,6 +177,7 @@ func (p Path) ParamInit(name string, init func() *torch.Tensor, shape ...int64) 
 	l.used[p.Key(name)] = true
 	t := torch.Persist(torch.Scoped(func() *torch.Tensor { return init().ToOptions(l.opts).Detach().Clone() }))
 	l.params = append(l.params, t)
+	l.named[p.Key(name)] = t
 	return t
 }
 

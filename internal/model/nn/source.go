@@ -204,3 +204,68 @@ func RandomInit(seed uint64, std float64) func(key string, shape []int64) *torch
 		return torch.Scoped(func() *torch.Tensor { return torch.Randn(g, shape...).MulScalar(std) })
 	}
 }
+
+// Filtered presents the keys of src that keep accepts: one part of a
+// checkpoint that holds several networks.
+type Filtered struct {
+	src  Source
+	keep func(key string) bool
+}
+
+// Only builds a Filtered source.
+func Only(src Source, keep func(key string) bool) *Filtered { return &Filtered{src: src, keep: keep} }
+
+func (f *Filtered) Keys() []string {
+	var keys []string
+	for _, k := range f.src.Keys() {
+		if f.keep(k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+func (f *Filtered) Shape(key string) ([]int64, bool) {
+	if !f.keep(key) {
+		return nil, false
+	}
+	return f.src.Shape(key)
+}
+
+func (f *Filtered) Tensor(key string) (*torch.Tensor, error) {
+	if !f.keep(key) {
+		return nil, fmt.Errorf("no tensor %q", key)
+	}
+	return f.src.Tensor(key)
+}
+
+// Union presents several sources as one; the first that holds a key
+// supplies it.
+type Union []Source
+
+func (u Union) Keys() []string {
+	var keys []string
+	for _, s := range u {
+		keys = append(keys, s.Keys()...)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (u Union) Shape(key string) ([]int64, bool) {
+	for _, s := range u {
+		if shape, ok := s.Shape(key); ok {
+			return shape, true
+		}
+	}
+	return nil, false
+}
+
+func (u Union) Tensor(key string) (*torch.Tensor, error) {
+	for _, s := range u {
+		if _, ok := s.Shape(key); ok {
+			return s.Tensor(key)
+		}
+	}
+	return nil, fmt.Errorf("no tensor %q", key)
+}
