@@ -3,6 +3,7 @@ module github.com/lcpdiff/lcpdiff
 go 1.26.8
 
 require (
+	github.com/nlpodyssey/gopickle v0.2.0
 	github.com/petermattis/goid v0.0.0-20261109124353-7cfa343ad0ab
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
