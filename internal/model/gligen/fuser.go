@@ -81,7 +81,13 @@ func (f *GatedSelfAttentionDense) Forward(x *torch.Tensor) *torch.Tensor {
 	if c == nil || c.Objs == nil || c.Beta == 0 {
 		return x
 	}
-	return f.Fuse(x, c.Objs, c.Beta)
+	objs := c.Objs
+	if b := x.Size(0); objs.Size(0) == 2*b {
+		// A conditional-only call (box guidance's probe) during a
+		// classifier-free-guided generation: the second half is the prompt's.
+		return torch.Scoped(func() *torch.Tensor { return f.Fuse(x, objs.Narrow(0, b, b), c.Beta) })
+	}
+	return f.Fuse(x, objs, c.Beta)
 }
 
 // Fuse maps image tokens x [B, N, C] and grounding tokens objs [B, M, Cctx]

@@ -181,7 +181,13 @@ func (s *StaticLayer) Process(a *unet.Attention, x, context *torch.Tensor) *torc
 		if sum == nil {
 			return base
 		}
-		rows := st.Rows.ToOptions(torch.OptionsOf(sum)).Reshape(-1, 1, 1)
+		rows := st.Rows
+		if b := x.Size(0); rows.Size(0) == 2*b {
+			// A conditional-only call (box guidance's probe) during a
+			// classifier-free-guided generation: the second half is the prompt's.
+			rows = rows.Narrow(0, b, b)
+		}
+		rows = rows.ToOptions(torch.OptionsOf(sum)).Reshape(-1, 1, 1)
 		return base.Add(sum.Mul(rows).Mul(s.Mu).MulScalar(st.Alpha))
 	})
 }

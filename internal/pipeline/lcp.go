@@ -1,0 +1,295 @@
+package pipeline
+
+import (
+	"fmt"
+
+	"github.com/lcpdiff/lcpdiff/internal/data"
+	"github.com/lcpdiff/lcpdiff/internal/guidance"
+	"github.com/lcpdiff/lcpdiff/internal/model/clip"
+	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
+	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
+)
+
+// Subject is one subject of an LCP-Diffusion request: what it looks like,
+// where it goes, and how the prompt names it.
+type Subject struct {
+	References []*data.RGB  // views of the subject
+	Masks      []*data.Gray // per view, the subject's pixels; a nil mask is the whole image
+	Box        [4]float64   // normalised x0, y0, x1, y1
+	Words      string       // the word(s) of the prompt that name it
+	Category   string       // for the static refiner's "a photo of a {category}"
+	Phrase     string       // the grounding phrase; Words when empty
+}
+
+// LCP is a layout-controlled, multi-subject request ("create anything
+// anywhere"): every subject, recognisably itself, inside its box.
+type LCP struct {
+	Text2Image
+	Subjects       []Subject
+	IPScale        float64 // lambda: dynamic attention strength
+	StaticScale    float64 // alpha: static attention strength
+	GroundingTau   float64 // grounding is on for this first fraction of the steps
+	Guidance       bool    // box-constrained cross-attention regulation
+	GuidanceEta    float64 // 0: the spec's 20
+	GuidanceSteps  int     // guided steps from the first; 0: half
+	RegionRestrict bool    // each subject's image features act only inside its box
+}
+
+// Encoders are the image encoder of the dynamic attention and its
+// preprocessing.
+type Encoders struct {
+	Vision    *clip.VisionEncoder
+	Processor clip.ImageProcessorConfig
+}
+
+// Check validates the request before any work is done.
+func (r LCP) Check() error {
+	if err := r.Text2Image.Check(); err != nil {
+		return err
+	}
+	if len(r.Subjects) > gligen.MaxObjects {
+		return fmt.Errorf("%d subjects: the grounding takes at most %d", len(r.Subjects), gligen.MaxObjects)
+	}
+	for k, s := range r.Subjects {
+		b := s.Box
+		switch {
+		case b[0] < 0 || b[1] < 0 || b[2] > 1 || b[3] > 1:
+			return fmt.Errorf("subject %d: box %v lies outside [0, 1]", k+1, b)
+		case b[0] >= b[2] || b[1] >= b[3]:
+			return fmt.Errorf("subject %d: box %v is empty (want x0 < x1 and y0 < y1)", k+1, b)
+		case len(s.References) == 0:
+			return fmt.Errorf("subject %d: no reference image", k+1)
+		case s.Masks != nil && len(s.Masks) != len(s.References):
+			return fmt.Errorf("subject %d: %d masks for %d reference images", k+1, len(s.Masks), len(s.References))
+		case s.Words == "":
+			return fmt.Errorf("subject %d: no word of the prompt names it", k+1)
+		}
+		for v, m := range s.Masks {
+			if m != nil && (m.W != s.References[v].W || m.H != s.References[v].H) {
+				return fmt.Errorf("subject %d: mask %d is %dx%d, its image %dx%d", k+1, v+1, m.W, m.H, s.References[v].W, s.References[v].H)
+			}
+		}
+	}
+	return nil
+}
+
+// GenerateLCP runs r with adapter a (attached to m.UNet) and returns the
+// images [Batch, 3, H, W] in [0, 1], as Generate does. Every part of the
+// adapter is reset when it returns.
+func (m *Model) GenerateLCP(r LCP, a *lcp.Adapter, enc Encoders) (images *torch.Tensor, err error) {
+	if err := r.Check(); err != nil {
+		return nil, err
+	}
+	subjects := make([]guidance.Subject, len(r.Subjects))
+	for k, s := range r.Subjects {
+		tokens, err := guidance.TokenPositions(m.Tokenizer, r.Prompt, s.Words)
+		if err != nil {
+			return nil, fmt.Errorf("subject %d: %w", k+1, err)
+		}
+		subjects[k] = guidance.Subject{Tokens: tokens, Box: s.Box}
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	defer m.resetAdapter(a)
+	if err := m.conditionAdapter(r, a, enc); err != nil {
+		return nil, err
+	}
+	r.BeforeStep = func(step, total int, _ int64) { a.Grounding.SetBeta(gligen.ScheduledBeta(r.GroundingTau, step, total)) }
+	if !r.Guidance || len(subjects) == 0 {
+		images, err = m.Generate(r.Text2Image)
+	} else {
+		images, err = m.GenerateGuided(r.Text2Image, BoxGuidance{
+			Subjects: subjects,
+			Params:   guidance.Params{Eta: r.GuidanceEta, Steps: r.GuidanceSteps},
+		})
+	}
+	return s.Keep(images), err
+}
+
+// conditionAdapter encodes every subject once (static refiner, image
+// tokens, grounding tokens) and hands the parts their state.
+func (m *Model) conditionAdapter(r LCP, a *lcp.Adapter, enc Encoders) (err error) {
+	defer torch.Recover(&err)
+	guided := r.CFGScale > 1
+	boxes := make([][4]float64, len(r.Subjects))
+	phrases := make([]string, len(r.Subjects))
+	var refs []*lcp.Reference
+	var statics, hidden []*torch.Tensor
+	var uncond *torch.Tensor
+	torch.NoGrad(func() {
+		for k, sub := range r.Subjects {
+			boxes[k] = sub.Box
+			phrases[k] = sub.Phrase
+			if phrases[k] == "" {
+				phrases[k] = sub.Words
+			}
+			views := make([]*data.RGB, len(sub.References))
+			for v, img := range sub.References {
+				var mask *data.Gray
+				if sub.Masks != nil {
+					mask = sub.Masks[v]
+				}
+				views[v] = whiten(img, mask)
+			}
+			ref := m.refine(a, views[0], maskOf(sub, 0), sub.Category, r.Width, r.Height)
+			refs = append(refs, ref)
+			statics = append(statics, torch.Persist(a.Projection.Forward(ref)))
+			hidden = append(hidden, torch.Persist(encodeViews(enc, views)))
+		}
+		if guided {
+			uncond = torch.Persist(zeroImageHidden(enc))
+		}
+	})
+	defer freeAll(statics, hidden, uncond)
+
+	rows := int64(r.Batch)
+	weights := make([]float32, 0, 2*rows)
+	if guided {
+		weights = append(weights, make([]float32, rows)...)
+	}
+	for range rows {
+		weights = append(weights, 1)
+	}
+	*a.State = lcp.StaticState{
+		Alpha: r.StaticScale, Subjects: refs, Boxes: boxes, Restrict: r.RegionRestrict,
+		Rows: torch.Persist(torch.New(weights)), LatentH: int64(r.Height / 8), LatentW: int64(r.Width / 8),
+	}
+
+	ip := ImagePrompt{Text2Image: r.Text2Image, Subjects: hidden, Uncond: uncond, Scale: r.IPScale}
+	if r.RegionRestrict {
+		ip.Boxes = boxes
+	}
+	a.IP.Scale = r.IPScale
+	if err := m.setImageCondition(ip, a.IP); err != nil {
+		return err
+	}
+
+	torch.NoGrad(func() {
+		b, mask, emb := m.groundingInputs(phrases, boxes, r.Batch, guided)
+		st := m.Options.Zeros(b.Size(0), gligen.MaxObjects, a.Meta.StaticDim)
+		if len(statics) > 0 {
+			cs := torch.Cat(statics, 0).Unsqueeze(0).ToOptions(m.Options) // [1, K, Ds]
+			rest := m.Options.Zeros(1, gligen.MaxObjects-int64(len(statics)), a.Meta.StaticDim)
+			st = torch.Cat([]*torch.Tensor{cs, rest}, 1).Repeat(b.Size(0), 1, 1)
+		}
+		objs := torch.Persist(a.Layout.Forward(b, mask, emb, st))
+		a.Grounding.Set(objs, gligen.ScheduledBeta(r.GroundingTau, 0, r.Steps))
+	})
+	return nil
+}
+
+// resetAdapter clears every per-generation state of a.
+func (m *Model) resetAdapter(a *lcp.Adapter) {
+	a.IP.ClearCondition()
+	if c := a.Grounding.Condition(); c.Objs != nil {
+		c.Objs.Free()
+	}
+	a.Grounding.Clear()
+	for _, ref := range a.State.Subjects {
+		ref.Free()
+	}
+	if a.State.Rows != nil {
+		a.State.Rows.Free()
+	}
+	*a.State = lcp.StaticState{}
+}
+
+// refine runs the static detail refiner on a whitened view at the
+// generation's size.
+func (m *Model) refine(a *lcp.Adapter, view *data.RGB, mask *data.Gray, category string, w, h int) *lcp.Reference {
+	s := torch.NewScope()
+	defer s.Close()
+	pixels := toTensor(view.Resize(w, h, data.Bicubic)).ToOptions(m.Options) // [1, 3, H, W] in [-1, 1]
+	var maskT *torch.Tensor
+	if mask == nil {
+		maskT = m.Options.Ones(1, 1, int64(h), int64(w))
+	} else {
+		maskT = maskTensor(mask.Resize(w, h, data.Nearest)).ToOptions(m.Options)
+	}
+	mean, _ := m.VAE.Encode(pixels)
+	latent := m.VAE.Config.ScaleLatents(mean)
+	embeds := m.encodePrompt("a photo of a "+category, 0, nil)
+	ref, err := lcp.Refine(m.UNet, latent, maskT, embeds)
+	if err != nil {
+		panic(&torch.Error{Op: "static refiner", Msg: err.Error()})
+	}
+	return ref
+}
+
+// encodeViews is the image encoder's penultimate hidden states of every
+// view, [V, S, E].
+func encodeViews(enc Encoders, views []*data.RGB) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		var hs []*torch.Tensor
+		for _, v := range views {
+			out := enc.Vision.Forward(enc.Processor.Preprocess(v))
+			hs = append(hs, out.Penultimate().Clone())
+			out.Free()
+		}
+		return torch.Cat(hs, 0)
+	})
+}
+
+// zeroImageHidden is the penultimate hidden states of all-zero pixel
+// values [1, S, E]: IP-Adapter's negative image prompt.
+func zeroImageHidden(enc Encoders) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		size := enc.Vision.Config.ImageSize
+		out := enc.Vision.Forward(torch.Zeros(1, 3, size, size))
+		defer out.Free()
+		return out.Penultimate().Clone()
+	})
+}
+
+// whiten replaces the background (mask 0) with white, as the static
+// refiner and the DA-Encoder see their subject.
+func whiten(img *data.RGB, mask *data.Gray) *data.RGB {
+	if mask == nil {
+		return img
+	}
+	out := &data.RGB{W: img.W, H: img.H, Pix: append([]uint8(nil), img.Pix...)}
+	for i, v := range mask.Pix {
+		if v == 0 {
+			out.Pix[3*i], out.Pix[3*i+1], out.Pix[3*i+2] = 255, 255, 255
+		}
+	}
+	return out
+}
+
+func maskOf(s Subject, view int) *data.Gray {
+	if s.Masks == nil {
+		return nil
+	}
+	return s.Masks[view]
+}
+
+// toTensor is an image as [1, 3, H, W] in [-1, 1] (diffusers' VAE input).
+func toTensor(img *data.RGB) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		px := torch.New(img.Pix, int64(img.H), int64(img.W), 3).To(torch.Float32)
+		return px.Permute(2, 0, 1).Unsqueeze(0).DivScalar(127.5).SubScalar(1)
+	})
+}
+
+// maskTensor is a mask as [1, 1, H, W] in {0, 1}.
+func maskTensor(m *data.Gray) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		return torch.New(m.Pix, 1, 1, int64(m.H), int64(m.W)).GtScalar(0).To(torch.Float32)
+	})
+}
+
+// freeAll frees what conditionAdapter made for the parts, which keep their
+// own copies.
+func freeAll(groups ...any) {
+	for _, g := range groups {
+		switch v := g.(type) {
+		case []*torch.Tensor:
+			for _, t := range v {
+				t.Free()
+			}
+		case *torch.Tensor:
+			v.Free()
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package pipeline
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/lcpdiff/lcpdiff/internal/data"
+	"github.com/lcpdiff/lcpdiff/internal/golden"
+	"github.com/lcpdiff/lcpdiff/internal/model/clip"
+	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
+)
+
+// tinyLCP is tiny-sd with an adapter assembled from the tiny public parts
+// and the tiny image encoder.
+func tinyLCP(t *testing.T) (*Model, *lcp.Adapter, Encoders) {
+	t.Helper()
+	m := loadTinySD(t)
+	a, err := lcp.FromParts(golden.Path(t, "tiny-ip-adapter", "ip-adapter-plus_sd15.safetensors"),
+		golden.Path(t, "tiny-gligen", "unet"), m.UNet, m.Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Free)
+	vision, err := clip.LoadVisionEncoder(golden.Path(t, "tiny-ip-adapter", "image_encoder"), m.Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vision.Free)
+	proc, err := clip.LoadImageProcessorConfig(golden.Path(t, "tiny-ip-adapter", "feature_extractor", "preprocessor_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, a, Encoders{Vision: vision, Processor: proc}
+}
+
+func dogSubjects(t *testing.T) []Subject {
+	img, err := data.ReadImage(golden.Path(t, "tiny-ip-adapter", "dog00.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mask := data.NewGray(img.W, img.H)
+	for y := img.H / 4; y < img.H*3/4; y++ {
+		for x := img.W / 4; x < img.W*3/4; x++ {
+			mask.Pix[y*img.W+x] = 255
+		}
+	}
+	return []Subject{
+		{References: []*data.RGB{img, img}, Masks: []*data.Gray{mask, nil}, Box: [4]float64{0.05, 0.3, 0.45, 0.95}, Words: "dog", Category: "dog"},
+		{References: []*data.RGB{img}, Box: [4]float64{0.55, 0.1, 0.95, 0.6}, Words: "red ball", Category: "ball"},
+	}
+}
+
+func TestLCPOffEqualsTextToImage(t *testing.T) {
+	m, a, enc := tinyLCP(t)
+	r := LCP{Text2Image: Text2Image{Prompt: "a dog and a red ball on the beach", Steps: 3, CFGScale: 7.5, Seed: 1,
+		Width: 128, Height: 128, Batch: 1}, Subjects: dogSubjects(t)}
+	got, err := m.GenerateLCP(r, a, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Free()
+	want, err := m.Generate(r.Text2Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Free()
+	golden.Compare(t, "every strength 0", got, want, 0)
+}
+
+func TestLCPMultiSubjectRuns(t *testing.T) {
+	m, a, enc := tinyLCP(t)
+	var live []int64
+	r := LCP{
+		Text2Image: Text2Image{Prompt: "a dog and a red ball on the beach", Steps: 4, CFGScale: 7.5, Seed: 2,
+			Width: 128, Height: 128, Batch: 1, OnStep: func(int, int64, *torch.Tensor) { live = append(live, torch.LiveTensors()) }},
+		Subjects: dogSubjects(t), IPScale: 1, StaticScale: 1, GroundingTau: 0.5, Guidance: true, RegionRestrict: true,
+	}
+	for _, l := range a.Static {
+		l.Mu.Fill(1) // as if trained: static attention acts
+	}
+	before := torch.LiveTensors()
+	img, err := m.GenerateLCP(r, a, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh := img.Shape(); sh[0] != 1 || sh[2] != 128 {
+		t.Fatalf("image %v", sh)
+	}
+	// A guided step holds one tensor more (the moved latents) than the
+	// steps after guidance ends; within each phase nothing may grow.
+	for i := range live {
+		if first := live[min(i/2*2, 2)]; live[i] != first {
+			t.Fatalf("live tensors per step drift: %v", live)
+		}
+	}
+	img.Free()
+	// Finalisers of earlier garbage may free tensors meanwhile: no growth
+	// is the claim.
+	if d := torch.LiveTensors() - before; d > 0 {
+		t.Fatalf("generation left %d tensors", d)
+	}
+	plain, err := m.Generate(r.Text2Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Free()
+	r.OnStep = nil
+	again, err := m.GenerateLCP(r, a, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Free()
+	if d := again.Sub(plain).Abs().Amax().Item(); d < 1e-3 {
+		t.Fatalf("subjects changed the image by only %g", d)
+	}
+}
+
+func TestLCPBadRequests(t *testing.T) {
+	m, a, enc := tinyLCP(t)
+	base := LCP{Text2Image: Text2Image{Prompt: "a dog on the beach", Steps: 1, CFGScale: 7.5, Width: 64, Height: 64, Batch: 1}}
+	subj := dogSubjects(t)[0]
+	for _, c := range []struct {
+		mutate func(s *Subject)
+		want   string
+	}{
+		{func(s *Subject) { s.Box = [4]float64{0.5, 0, 1.2, 1} }, "outside [0, 1]"},
+		{func(s *Subject) { s.Box = [4]float64{0.5, 0, 0.5, 1} }, "empty"},
+		{func(s *Subject) { s.Words = "cat" }, "cat"},
+		{func(s *Subject) { s.Masks = []*data.Gray{data.NewGray(3, 3), nil} }, "mask 1 is 3x3"},
+	} {
+		s := subj
+		c.mutate(&s)
+		r := base
+		r.Subjects = []Subject{s}
+		if _, err := m.GenerateLCP(r, a, enc); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %v, want %q", err, c.want)
+		}
+	}
+}
