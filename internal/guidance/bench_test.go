@@ -1,6 +1,7 @@
 package guidance
 
 import (
+	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"os"
 	"strconv"
 	"strings"
@@ -8,7 +9,6 @@ import (
 
 	"github.com/lcpdiff/lcpdiff/internal/model/nn"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
-	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
 // vmHWM is the process's peak resident set in MiB (VmHWM).

@@ -70,13 +70,6 @@ type Recorder func(layer string, probs *torch.Tensor)
 // processor Recordable.
 type Probe func(z, t, cond *torch.Tensor, record Recorder)
 
-// Recordable is an attn2 processor (an adapter's) that can hand out the
-// probabilities of its text attention: Recording returns a processor that
-// computes exactly what it does and passes those probabilities to record.
-type Recordable interface {
-	Recording(record func(a *unet.Attention, probs *torch.Tensor)) unet.Processor
-}
-
 // UNetProbe is the Probe for u as it stands: for the one call, each attn2
 // processor is swapped for its recording twin (the default attention's is
 // unet.ProbsProcessor) and restored afterwards.
@@ -97,11 +90,11 @@ func UNetProbe(u *unet.UNet) Probe {
 			switch p := b.Attn2.Processor.(type) {
 			case unet.DefaultProcessor:
 				b.Attn2.Processor = unet.ProbsProcessor{Record: recordAttn}
-			case Recordable:
+			case unet.Recordable:
 				b.Attn2.Processor = p.Recording(recordAttn)
 			default:
 				panic(&torch.Error{Op: "guidance", Msg: fmt.Sprintf(
-					"%s has processor %T, which cannot record its attention probabilities (make it guidance.Recordable)", b.Attn2.Name, p)})
+					"%s has processor %T, which cannot record its attention probabilities (make it unet.Recordable)", b.Attn2.Name, p)})
 			}
 		}
 		u.Forward(z, t, cond).Free()
@@ -122,7 +115,7 @@ func CollectMaps(probe Probe, z, t, cond *torch.Tensor) (maps []Map) {
 	}()
 	var failed error
 	probe(z, t, cond, func(layer string, probs *torch.Tensor) {
-		h, w, err := grid(int(probs.Size(2)), zh, zw)
+		h, w, err := gridOf(probs.Size(2), zh, zw)
 		if err != nil {
 			failed = cmp.Or(failed, fmt.Errorf("%s: %w", layer, err))
 			return

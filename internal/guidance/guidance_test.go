@@ -3,6 +3,8 @@ package guidance
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/lcpdiff/lcpdiff/internal/model/region"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"math"
 	"os"
 	"slices"
@@ -11,7 +13,6 @@ import (
 	"github.com/lcpdiff/lcpdiff/internal/golden"
 	"github.com/lcpdiff/lcpdiff/internal/model/clip"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
-	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
 // The golden case (shared/golden/guidance): "a dog and a cat on the grass",
@@ -119,7 +120,7 @@ func TestGoldenMasks(t *testing.T) {
 	for _, p := range []int{2, 4, 8, 16} {
 		var masks, cx, cy, mx, my []*torch.Tensor
 		for _, subj := range goldenSubjects {
-			b := BoxBounds(subj.Box, p, p)
+			b := region.BoxBounds(subj.Box, p, p)
 			masks = append(masks, b.Mask(p, p))
 			cx = append(cx, b.CornerX(p))
 			cy = append(cy, b.CornerY(p))
@@ -333,7 +334,7 @@ func TestUNetProbeRefusesForeignProcessor(t *testing.T) {
 			CollectMaps(UNetProbe(u), torch.Zeros(1, 4, 16, 16), torch.New([]int64{1}).Reshape(), torch.Zeros(1, 77, 32))
 		})
 	})
-	if err == nil || err.Error() != "torch: guidance: down_blocks.0.attentions.0.transformer_blocks.0.attn2 has processor guidance.foreign, which cannot record its attention probabilities (make it guidance.Recordable)" {
+	if err == nil || err.Error() != "torch: guidance: down_blocks.0.attentions.0.transformer_blocks.0.attn2 has processor guidance.foreign, which cannot record its attention probabilities (make it unet.Recordable)" {
 		t.Fatalf("error %v", err)
 	}
 	if _, ok := u.TransformerBlocks()[1].Attn2.Processor.(unet.DefaultProcessor); !ok {
@@ -382,23 +383,6 @@ func (recordable) Process(a *unet.Attention, x, context *torch.Tensor) *torch.Te
 func (r recordable) Recording(record func(a *unet.Attention, probs *torch.Tensor)) unet.Processor {
 	*r.calls++
 	return unet.ProbsProcessor{Record: record}
-}
-
-// TestGridOfOddLatents: a 60x44 latent's levels are 60x44, 30x22, 15x11
-// and 8x6 (ceil at each stride-2 step), which no single factor describes.
-func TestGridOfOddLatents(t *testing.T) {
-	for _, c := range []struct{ n, h, w, gh, gw int }{
-		{60 * 44, 60, 44, 60, 44}, {30 * 22, 60, 44, 30, 22}, {15 * 11, 60, 44, 15, 11}, {8 * 6, 60, 44, 8, 6},
-		{256, 16, 16, 16, 16}, {4, 16, 16, 2, 2}, {1, 1, 1, 1, 1}, {64 * 96, 64, 96, 64, 96}, {8 * 12, 64, 96, 8, 12},
-	} {
-		gh, gw, err := grid(c.n, c.h, c.w)
-		if err != nil || gh != c.gh || gw != c.gw {
-			t.Errorf("grid(%d, %d, %d) = %d, %d, %v; want %d, %d", c.n, c.h, c.w, gh, gw, err, c.gh, c.gw)
-		}
-	}
-	if _, _, err := grid(100, 16, 16); err == nil || err.Error() != "100 attention tokens are no level of a 16x16 latent" {
-		t.Errorf("grid(100, 16, 16): %v", err)
-	}
 }
 
 // TestGuidedBatchIsPerElement: with a batch of two copies of z, each

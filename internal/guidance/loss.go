@@ -1,7 +1,7 @@
 package guidance
 
 import (
-	"fmt"
+	"github.com/lcpdiff/lcpdiff/internal/model/region"
 
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
@@ -53,8 +53,8 @@ func LayerTerms(a *torch.Tensor, h, w int, subjects []Subject) (pos, scale *torc
 	opts := torch.OptionsOf(a)
 	var posTerms, scaleTerms []*torch.Tensor
 	for _, subj := range subjects {
-		b := BoxBounds(subj.Box, h, w)
-		r := region{
+		b := region.BoxBounds(subj.Box, h, w)
+		r := target{
 			m:  b.Mask(h, w).ToOptions(opts),
 			mx: b.ProjX(w).ToOptions(opts), my: b.ProjY(h).ToOptions(opts),
 			vx: b.CornerX(w).ToOptions(opts), vy: b.CornerY(h).ToOptions(opts),
@@ -71,15 +71,15 @@ func LayerTerms(a *torch.Tensor, h, w int, subjects []Subject) (pos, scale *torc
 	return s.Keep(torch.Stack(posTerms, 0)), s.Keep(torch.Stack(scaleTerms, 0))
 }
 
-// region is a subject's box on one layer's grid: the mask M [H, W], its
+// target is a subject's box on one layer's grid: the mask M [H, W], its
 // projections m_x [W], m_y [H] and the corner bands v_x [W], v_y [H].
-type region struct {
+type target struct {
 	m, mx, my, vx, vy *torch.Tensor
 }
 
 // positionTerm is (1 - r)^2 with r = sum(a * M) / sum(a), the share of the
 // token's attention that falls inside its box.
-func positionTerm(a *torch.Tensor, r region) *torch.Tensor {
+func positionTerm(a *torch.Tensor, r target) *torch.Tensor {
 	inside := a.Mul(r.m).Sum().Div(a.Sum())
 	return inside.Rsub(1).Square()
 }
@@ -87,7 +87,7 @@ func positionTerm(a *torch.Tensor, r region) *torch.Tensor {
 // scaleTerm is L_x + L_y: near the box's edges (the corner bands), the
 // normalised map's row and column maxima should step from 0 outside the
 // box to 1 inside it, so that the subject fills its box, no more.
-func scaleTerm(a *torch.Tensor, r region) *torch.Tensor {
+func scaleTerm(a *torch.Tensor, r target) *torch.Tensor {
 	h, w := a.Size(0), a.Size(1)
 	// â = a / max(a): the max stays in the graph, as the spec asks.
 	aHat := a.Div(a.Amax().AddScalar(normEps))
@@ -100,17 +100,8 @@ func scaleTerm(a *torch.Tensor, r region) *torch.Tensor {
 	return lx.Add(ly)
 }
 
-// grid is the H x W of a layer with n tokens in a UNet run on an h x w
-// latent. Each level's stride-2 convolution takes a side s to ceil(s/2), so
-// the levels are walked down until the token count matches; for sides that
-// divide by 2^levels this is h/f x w/f with f = sqrt(h*w/n).
-func grid(n, h, w int) (int, int, error) {
-	for gh, gw := h, w; ; gh, gw = (gh+1)/2, (gw+1)/2 {
-		switch {
-		case gh*gw == n:
-			return gh, gw, nil
-		case gh*gw < n || gh*gw == 1:
-			return 0, 0, fmt.Errorf("%d attention tokens are no level of a %dx%d latent", n, h, w)
-		}
-	}
+// gridOf is the H x W of a layer with n tokens on an h x w latent.
+func gridOf(n int64, h, w int) (int, int, error) {
+	gh, gw, err := region.Grid(int64(h), int64(w), n)
+	return int(gh), int(gw), err
 }

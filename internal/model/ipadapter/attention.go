@@ -3,8 +3,8 @@ package ipadapter
 import (
 	"fmt"
 
-	"github.com/lcpdiff/lcpdiff/internal/guidance"
 	"github.com/lcpdiff/lcpdiff/internal/model/nn"
+	"github.com/lcpdiff/lcpdiff/internal/model/region"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
@@ -53,13 +53,13 @@ func (p *Processor) Process(a *unet.Attention, x, context *torch.Tensor) *torch.
 // Recording is the processor that computes the same and hands the TEXT
 // attention probabilities [B, H, N, 77] to record, still in the autograd
 // graph, as unet.ProbsProcessor does: box guidance regulates them with the
-// adapter active (guidance.Recordable). record runs inside the layer's
+// adapter active (unet.Recordable). record runs inside the layer's
 // scope, so it must Keep (or Persist) what it stores.
 func (p *Processor) Recording(record func(a *unet.Attention, probs *torch.Tensor)) unet.Processor {
 	return recording{p, record}
 }
 
-var _ guidance.Recordable = (*Processor)(nil)
+var _ unet.Recordable = (*Processor)(nil)
 
 type recording struct {
 	p      *Processor
@@ -145,34 +145,16 @@ func (a *Adapter) boxMasks(layer string, n int64, o torch.Options) []*torch.Tens
 	if m, ok := a.masks[n]; ok {
 		return m
 	}
-	h, w, err := LayerGrid(n, a.cond.LatentH, a.cond.LatentW)
+	h, w, err := region.Grid(a.cond.LatentH, a.cond.LatentW, n)
 	if err != nil {
 		panic(&torch.Error{Op: "ip-adapter " + layer, Msg: err.Error()})
 	}
 	masks := make([]*torch.Tensor, len(a.cond.Boxes))
 	for k, b := range a.cond.Boxes {
 		masks[k] = torch.Persist(torch.Scoped(func() *torch.Tensor {
-			return guidance.BoxBounds(b, int(h), int(w)).Mask(int(h), int(w)).Reshape(n, 1).ToOptions(o)
+			return region.BoxMask(b, h, w).Reshape(n, 1).ToOptions(o)
 		}))
 	}
 	a.masks[n] = masks
 	return masks
-}
-
-// LayerGrid is the H x W grid of a UNet layer with n tokens, for a latent
-// of latentH x latentW: every downsampler (stride 2, padding 1) maps a side
-// s to ceil(s/2), so the grid is the latent halved that way until it holds
-// n tokens.
-func LayerGrid(n, latentH, latentW int64) (h, w int64, err error) {
-	if latentH <= 0 || latentW <= 0 {
-		return 0, 0, fmt.Errorf("box masks need the latent size, got %dx%d", latentH, latentW)
-	}
-	h, w = latentH, latentW
-	for h*w > n && (h > 1 || w > 1) {
-		h, w = (h+1)/2, (w+1)/2
-	}
-	if h*w != n {
-		return 0, 0, fmt.Errorf("a layer of %d tokens is no downsampled grid of the %dx%d latent", n, latentH, latentW)
-	}
-	return h, w, nil
 }

@@ -2,13 +2,14 @@ package ipadapter
 
 import (
 	"fmt"
+	"github.com/lcpdiff/lcpdiff/internal/guidance"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/lcpdiff/lcpdiff/internal/golden"
-	"github.com/lcpdiff/lcpdiff/internal/guidance"
+	"github.com/lcpdiff/lcpdiff/internal/model/region"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
@@ -228,7 +229,7 @@ func TestBoxesConfineEachSubject(t *testing.T) {
 			return out
 		}
 		before, after := run(tokens, boxes), run(changed, boxes)
-		mask := guidance.BoxBounds(boxes[1], int(h), int(w)).Mask(int(h), int(w)).Float32s()
+		mask := region.BoxMask(boxes[1], h, w).Float32s()
 		c := int64(len(before)) / (2 * h * w)
 		insideChanged := false
 		for i := range before {
@@ -355,22 +356,6 @@ func TestLayerOrderFollowsTheCheckpoint(t *testing.T) {
 	// ip_adapter.31 is the only [64, 32] pair: the mid block's.
 	if r := a.Layers[15].ToKIP.Weight.Size(0); r != 64 {
 		t.Errorf("mid block to_k_ip has %d rows, want 64", r)
-	}
-}
-
-func TestLayerGrid(t *testing.T) {
-	for _, c := range []struct{ n, lh, lw, h, w int64 }{
-		{256, 16, 16, 16, 16}, {64, 16, 16, 8, 8}, {4, 16, 16, 2, 2},
-		{8 * 6, 15, 11, 8, 6}, {4 * 3, 15, 11, 4, 3}, {2 * 2, 15, 11, 2, 2}, {1, 15, 11, 1, 1},
-		{64 * 48, 64, 48, 64, 48}, {8 * 6, 64, 48, 8, 6},
-	} {
-		h, w, err := LayerGrid(c.n, c.lh, c.lw)
-		if err != nil || h != c.h || w != c.w {
-			t.Errorf("LayerGrid(%d, %dx%d) = %dx%d, %v; want %dx%d", c.n, c.lh, c.lw, h, w, err, c.h, c.w)
-		}
-	}
-	if _, _, err := LayerGrid(50, 16, 16); err == nil {
-		t.Error("LayerGrid(50, 16x16) found a grid")
 	}
 }
 

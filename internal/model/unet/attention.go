@@ -91,6 +91,14 @@ func (DefaultProcessor) Process(a *Attention, x, context *torch.Tensor) *torch.T
 	})
 }
 
+// Recordable is a processor (an adapter's) that can hand out the
+// probabilities of its text attention: Recording returns a processor that
+// computes exactly what it does and passes those probabilities to record.
+// Box guidance reads the maps through it with the adapter active.
+type Recordable interface {
+	Recording(record func(a *Attention, probs *torch.Tensor)) Processor
+}
+
 // ProbsProcessor computes the same attention while handing the attention
 // probabilities [B, H, N, M] to Record, still in the autograd graph: the box
 // guidance builds its loss on them. Record runs inside the layer's scope, so
