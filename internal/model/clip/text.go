@@ -3,7 +3,6 @@ package clip
 import (
 	"fmt"
 	"math"
-	"path/filepath"
 
 	"github.com/lcpdiff/lcpdiff/internal/model/nn"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
@@ -64,37 +63,15 @@ func NewTextEncoder(p nn.Path, cfg TextConfig) *TextEncoder {
 // the shards model.safetensors.index.json lists) of a transformers
 // text_encoder directory, converting them to opts.
 func LoadTextEncoder(dir string, opts torch.Options) (*TextEncoder, error) {
-	cfg, err := LoadTextConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	files, err := nn.OpenWeights(dir, "model")
-	if err != nil {
-		return nil, err
-	}
-	defer files.Close()
-	m, err := TextEncoderFromSource(files, cfg, opts)
-	if err != nil {
-		return nil, fmt.Errorf("text encoder %s: %w", dir, err)
-	}
-	return m, nil
+	return loadTower("text encoder", dir, LoadTextConfig, TextEncoderFromSource, opts)
 }
 
 // TextEncoderFromSource builds the encoder from weights named as
 // transformers names them (a single-file checkpoint's, renamed).
 func TextEncoderFromSource(src nn.Source, cfg TextConfig, opts torch.Options) (*TextEncoder, error) {
-	loader := nn.NewLoader("text encoder", src, opts)
-	var m *TextEncoder
-	if err := torch.Try(func() { m = NewTextEncoder(loader.Root(), cfg) }); err != nil {
-		nn.Free(loader.Params()) // converting to opts failed: no such device, say
-		return nil, err
-	}
 	// position_ids is a buffer (an arange) that older transformers saved.
-	if err := loader.Err(func(key string) bool { return key == "text_model.embeddings.position_ids" }); err != nil {
-		m.Free()
-		return nil, err
-	}
-	return m, nil
+	return towerFromSource("text encoder", src, cfg, NewTextEncoder, opts,
+		func(key string) bool { return key == "text_model.embeddings.position_ids" })
 }
 
 // Free releases the encoder's parameters.

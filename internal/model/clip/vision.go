@@ -2,7 +2,6 @@ package clip
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/lcpdiff/lcpdiff/internal/model/nn"
@@ -74,36 +73,13 @@ func NewVisionEncoder(p nn.Path, cfg VisionConfig) *VisionEncoder {
 // the shards model.safetensors.index.json lists) of a transformers
 // image_encoder directory, converting them to opts.
 func LoadVisionEncoder(dir string, opts torch.Options) (*VisionEncoder, error) {
-	cfg, err := LoadVisionConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	files, err := nn.OpenWeights(dir, "model")
-	if err != nil {
-		return nil, err
-	}
-	defer files.Close()
-	m, err := VisionEncoderFromSource(files, cfg, opts)
-	if err != nil {
-		return nil, fmt.Errorf("image encoder %s: %w", dir, err)
-	}
-	return m, nil
+	return loadTower("image encoder", dir, LoadVisionConfig, VisionEncoderFromSource, opts)
 }
 
 // VisionEncoderFromSource builds the encoder from weights named as
 // transformers names them.
 func VisionEncoderFromSource(src nn.Source, cfg VisionConfig, opts torch.Options) (*VisionEncoder, error) {
-	loader := nn.NewLoader("image encoder", src, opts)
-	var m *VisionEncoder
-	if err := torch.Try(func() { m = NewVisionEncoder(loader.Root(), cfg) }); err != nil {
-		nn.Free(loader.Params()) // converting to opts failed: no such device, say
-		return nil, err
-	}
-	if err := loader.Err(ignoredVisionKey); err != nil {
-		m.Free()
-		return nil, err
-	}
-	return m, nil
+	return towerFromSource("image encoder", src, cfg, NewVisionEncoder, opts, ignoredVisionKey)
 }
 
 // ignoredVisionKey excuses what a vision checkpoint may hold besides the
