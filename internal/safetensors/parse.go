@@ -355,21 +355,31 @@ func badJSON(err error) error {
 	return fmt.Errorf("bad JSON header: %w", err)
 }
 
+// tensorBytes is the byte size of a tensor of dtype and shape, or why it
+// has none (an unknown dtype, a negative dimension, an overflow).
+func tensorBytes(name string, dtype DType, shape []int64) (int64, error) {
+	size := dtype.Size()
+	if size == 0 {
+		return 0, fmt.Errorf("tensor %q: unknown dtype %q", name, dtype)
+	}
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("tensor %q: negative dim %d in shape %v", name, d, shape)
+		}
+	}
+	need, ok := byteSize(shape, size)
+	if !ok {
+		return 0, fmt.Errorf("tensor %q: shape %v of %s is too large: byte size overflows int64", name, shape, dtype)
+	}
+	return need, nil
+}
+
 // checkTensor validates a tensor whose Begin and End are still relative to the
 // data buffer of length dataLen.
 func checkTensor(t *TensorInfo, dataLen int64) error {
-	size := t.DType.Size()
-	if size == 0 {
-		return fmt.Errorf("tensor %q: unknown dtype %q", t.Name, t.DType)
-	}
-	for _, d := range t.Shape {
-		if d < 0 {
-			return fmt.Errorf("tensor %q: negative dim %d in shape %v", t.Name, d, t.Shape)
-		}
-	}
-	need, ok := byteSize(t.Shape, size)
-	if !ok {
-		return fmt.Errorf("tensor %q: shape %v of %s is too large: byte size overflows int64", t.Name, t.Shape, t.DType)
+	need, err := tensorBytes(t.Name, t.DType, t.Shape)
+	if err != nil {
+		return err
 	}
 	if t.Begin < 0 || t.End < 0 {
 		return fmt.Errorf("tensor %q: offsets out of range: data_offsets [%d, %d] are negative", t.Name, t.Begin, t.End)

@@ -195,18 +195,9 @@ func validate(e Entry) error {
 	case !utf8.ValidString(e.Name):
 		return fmt.Errorf("tensor %q: name is not valid UTF-8", e.Name)
 	}
-	size := e.DType.Size()
-	if size == 0 {
-		return fmt.Errorf("tensor %q: unknown dtype %q", e.Name, e.DType)
-	}
-	for _, d := range e.Shape {
-		if d < 0 {
-			return fmt.Errorf("tensor %q: negative dim %d in shape %v", e.Name, d, e.Shape)
-		}
-	}
-	need, ok := byteSize(e.Shape, size)
-	if !ok {
-		return fmt.Errorf("tensor %q: shape %v of %s is too large: byte size overflows int64", e.Name, e.Shape, e.DType)
+	need, err := tensorBytes(e.Name, e.DType, e.Shape)
+	if err != nil {
+		return err
 	}
 	if int64(len(e.Data)) != need {
 		return fmt.Errorf("tensor %q: size mismatch: %d bytes of data, shape %v of %s needs %d",
