@@ -37,7 +37,7 @@ func addFlags(cmd *cobra.Command, persistent bool, specs []flagSpec) {
 		case bool:
 			fs.BoolP(s.name, s.short, d, s.help)
 		case []string:
-			fs.StringSliceP(s.name, s.short, d, s.help)
+			fs.StringArrayP(s.name, s.short, d, s.help) // repeated, never split on commas: paths may hold them
 		default:
 			panic(fmt.Sprintf("flag --%s: unsupported default type %T", s.name, s.def))
 		}
