@@ -246,3 +246,26 @@ func TestWithGradInsideNoGrad(t *testing.T) {
 		}
 	})
 }
+
+// TestThreadCountOnEveryOSThread: OpenMP keeps the thread count per OS
+// thread; a count set on one must hold for calls from any other.
+func TestThreadCountOnEveryOSThread(t *testing.T) {
+	defer SetNumThreads(NumThreads())
+	SetNumThreads(1)
+	var wg sync.WaitGroup
+	got := make([]int, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // a fresh OS thread for each: the goroutine exits locked
+			got[i] = NumThreads()
+		}()
+	}
+	wg.Wait()
+	for i, n := range got {
+		if n != 1 {
+			t.Fatalf("OS thread %d sees %d intra-op threads, want 1", i, n)
+		}
+	}
+}

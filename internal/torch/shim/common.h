@@ -26,6 +26,21 @@ namespace lt {
 
 extern std::atomic<int64_t> live;
 
+// The intra-op thread count the caller asked for (0: not set). OpenMP keeps
+// it per OS thread, and Go calls in from whichever thread runs the
+// goroutine, so every call applies it to its own thread once.
+extern std::atomic<int> wanted_threads;
+void apply_threads(int n);
+
+inline void ensure_threads() {
+  thread_local int applied = 0;
+  int n = wanted_threads.load(std::memory_order_relaxed);
+  if (n != applied && n > 0) {
+    apply_threads(n);
+    applied = n;
+  }
+}
+
 inline lt_tensor wrap(at::Tensor t) {
   if (!t.defined()) throw std::runtime_error("operation returned an undefined tensor");
   auto *h = new lt_tensor_s{std::move(t)};
@@ -56,7 +71,9 @@ std::vector<at::Tensor> tensors(const lt_tensor *hs, int n);
 }  // namespace lt
 
 // The body of every ABI function sits between LT_TRY and LT_CATCH.
-#define LT_TRY try {
+#define LT_TRY \
+  try {        \
+    lt::ensure_threads();
 #define LT_CATCH                                                   \
   }                                                                \
   catch (const c10::Error &e) {                                    \

@@ -206,6 +206,22 @@ void lt_mapping_free(lt_mapping m);
 lt_error lt_mapping_tensor(lt_mapping m, int64_t offset, int64_t nbytes, const int64_t *shape,
                            int ndim, int dtype, lt_tensor *out);
 
+/* ---- data parallelism: c10d process groups, started the torchrun way ----
+ * Collectives block until every rank has joined them and fail, never hang,
+ * after the group's timeout. Every rank passes the same tensor shapes in the
+ * same order. Without Gloo at build time every call returns an error. */
+typedef struct lt_process_group_s *lt_process_group;
+enum { LT_DIST_SUM = 0, LT_DIST_AVG = 1 };
+/* backend "gloo" or "nccl"; rank 0 serves the rendezvous at master_addr:master_port. */
+lt_error lt_dist_init(const char *backend, const char *master_addr, int master_port, int rank,
+                      int world_size, int timeout_seconds, lt_process_group *out);
+/* In place on every rank: the sum, or the mean (op LT_DIST_AVG), over ranks. */
+lt_error lt_dist_all_reduce(lt_process_group pg, const lt_tensor *ts, int n, int op);
+/* In place: every rank ends with root's values. */
+lt_error lt_dist_broadcast(lt_process_group pg, const lt_tensor *ts, int n, int root);
+lt_error lt_dist_barrier(lt_process_group pg);
+void lt_dist_free(lt_process_group pg);
+
 #ifdef __cplusplus
 }
 #endif

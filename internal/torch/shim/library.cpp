@@ -12,6 +12,9 @@
 namespace lt {
 
 std::atomic<int64_t> live{0};
+std::atomic<int> wanted_threads{0};
+
+void apply_threads(int n) { at::set_num_threads(n); }
 
 at::ScalarType scalar_type(int dtype) {
   switch (dtype) {
@@ -135,7 +138,8 @@ lt_error lt_cuda_device_count(int *count) {
 
 lt_error lt_set_num_threads(int n) {
   LT_TRY if (n < 1) throw std::invalid_argument("thread count must be at least 1");
-  at::set_num_threads(n);
+  lt::wanted_threads.store(n, std::memory_order_relaxed);
+  lt::ensure_threads();
   LT_CATCH
 }
 
