@@ -82,7 +82,7 @@ func trainLinear(pg *ProcessGroup) ([]float64, error) {
 
 // checkCollectives runs the collectives' other paths on rank-dependent
 // values: a lone contiguous tensor (reduced in place), a transposed one
-// (through a flat copy) and mixed dtypes (one bucket each).
+// (through a flat copy) and mixed dtypes (a bucket per run of one dtype).
 func checkCollectives(pg *ProcessGroup) error {
 	s := NewScope()
 	defer s.Close()
