@@ -44,6 +44,7 @@ func newRootCommand() *cobra.Command {
 	}
 	addFlags(root, true, rootFlags)
 	root.AddCommand(newVersionCommand(), newDoctorCommand(v), newGenerateCommand(v))
+	root.AddCommand(newDataCommand(v))
 	return root
 }
 

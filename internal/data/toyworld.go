@@ -1,0 +1,338 @@
+package data
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+// ToyWorldConfig sizes a toy world.
+type ToyWorldConfig struct {
+	Seed   uint64
+	Clips  int // training clips; the test set gets a quarter as many, rounded up
+	Images int // training images; likewise
+	Size   int // side of every frame, in pixels
+	Frames int // frames per clip
+}
+
+// DefaultToyWorldConfig is about 200 training records of 64 x 64.
+func DefaultToyWorldConfig() ToyWorldConfig {
+	return ToyWorldConfig{Clips: 140, Images: 60, Size: 64, Frames: 8}
+}
+
+func (c ToyWorldConfig) check() error {
+	switch {
+	case c.Clips < 0 || c.Images < 0 || c.Clips+c.Images == 0:
+		return fmt.Errorf("toy world: %d clips and %d images: need at least one record", c.Clips, c.Images)
+	case c.Size < 32 || c.Size > 1024:
+		return fmt.Errorf("toy world: size %d: must be 32 to 1024 (smaller subjects lose their textures)", c.Size)
+	case c.Frames < 2 || c.Frames > 99:
+		return fmt.Errorf("toy world: %d frames: must be 2 to 99", c.Frames)
+	}
+	return nil
+}
+
+// Identity is one subject of the toy world.
+type Identity struct {
+	ID      string      `json:"id"`
+	Shape   string      `json:"shape"` // the category
+	Texture string      `json:"texture"`
+	Palette [2]string   `json:"palette"` // colour names: main, second
+	RGB     [2][3]uint8 `json:"rgb"`
+	HeldOut bool        `json:"held_out"` // never in train.jsonl
+}
+
+// Phrase is how captions name the identity: "red-blue striped star".
+func (id Identity) Phrase() string {
+	return id.Palette[0] + "-" + id.Palette[1] + " " + toyTextureWords[id.Texture] + " " + id.Shape
+}
+
+// toyHeldOut are the held-out identities: one per texture, each a
+// different shape, so every shape, texture and colour is still seen in
+// training, just not in these combinations.
+var toyHeldOut = map[[2]string]bool{
+	{"triangle", "solid"}: true, {"square", "stripes"}: true,
+	{"circle", "dots"}: true, {"cross", "checks"}: true,
+}
+
+// ToyIdentities is the identity table: every shape with every texture, 24
+// identities, the palette turning with the texture so that shapes do not
+// keep one colour.
+func ToyIdentities() []Identity {
+	var ids []Identity
+	for t, texture := range toyTextures {
+		for s, shape := range toyShapes {
+			a := (s + t) % len(toyColours)
+			b := (a + 1 + t) % len(toyColours)
+			id := Identity{
+				Shape: shape, Texture: texture,
+				Palette: [2]string{toyColours[a].name, toyColours[b].name},
+				RGB:     [2][3]uint8{toyColours[a].rgb, toyColours[b].rgb},
+				HeldOut: toyHeldOut[[2]string{shape, texture}],
+			}
+			id.ID = fmt.Sprintf("%s-%s-%s-%s", shape, texture, id.Palette[0], id.Palette[1])
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// ToyWorldSummary counts what WriteToyWorld wrote.
+type ToyWorldSummary struct {
+	Train, Test         int // records
+	Identities, HeldOut int
+}
+
+// toyJob is one record to draw: which split and kind, its number there
+// and its scene kind.
+type toyJob struct {
+	test, clip bool
+	n          int
+	kind       sceneKind
+}
+
+// WriteToyWorld writes a toy world into dir, which must be empty or not
+// exist: train.jsonl and test.jsonl (see Manifest), identities.json (the
+// ToyIdentities table) and the PNG files they name, in train/ and test/.
+//
+// The toy world is a synthetic training set small enough to train on a CPU
+// and exact enough to test on: coloured, textured shapes on procedural
+// grounds, in clips in which they move, turn and change size, and in still
+// images. Some identities are held out of training, and so are layouts in
+// which subjects stack in one column; each test record has one of the two.
+// Every record draws from its own stream of the seed, so a seed gives the
+// same files byte for byte, however many cores draw them (on one kind of
+// CPU: Go fuses multiply-adds on arm64 and some others, which can move a
+// background pixel by a level).
+func WriteToyWorld(dir string, cfg ToyWorldConfig) (ToyWorldSummary, error) {
+	if err := cfg.check(); err != nil {
+		return ToyWorldSummary{}, err
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		return ToyWorldSummary{}, fmt.Errorf("toy world: %s is not empty", dir)
+	}
+	ids := ToyIdentities()
+	var jobs []toyJob
+	add := func(test, clip bool, count int, kind func(n int) sceneKind) {
+		for n := range count {
+			jobs = append(jobs, toyJob{test: test, clip: clip, n: n, kind: kind(n)})
+		}
+	}
+	train := func(int) sceneKind { return sceneTrain }
+	// Test records alternate between the two things held out.
+	test := func(n int) sceneKind { return []sceneKind{sceneNewIdentity, sceneNewLayout}[n%2] }
+	add(false, true, cfg.Clips, train)
+	add(false, false, cfg.Images, train)
+	add(true, true, (cfg.Clips+3)/4, test)
+	add(true, false, (cfg.Images+3)/4, test)
+
+	lines := make([][]byte, len(jobs))
+	if err := forEachParallel(len(jobs), func(i int) (err error) {
+		lines[i], err = writeToyRecord(dir, jobs[i], cfg, ids)
+		return err
+	}); err != nil {
+		return ToyWorldSummary{}, err
+	}
+
+	sum := ToyWorldSummary{Identities: len(ids)}
+	var trainLines, testLines bytes.Buffer
+	for i, j := range jobs {
+		if j.test {
+			testLines.Write(lines[i])
+			sum.Test++
+		} else {
+			trainLines.Write(lines[i])
+			sum.Train++
+		}
+	}
+	for _, id := range ids {
+		if id.HeldOut {
+			sum.HeldOut++
+		}
+	}
+	// One identity a line: readable, and a diff shows what changed.
+	table := []byte("[\n")
+	for i, id := range ids {
+		b, err := json.Marshal(id)
+		if err != nil {
+			return sum, err
+		}
+		table = append(table, "  "...)
+		table = append(table, b...)
+		if i < len(ids)-1 {
+			table = append(table, ',')
+		}
+		table = append(table, '\n')
+	}
+	table = append(table, ']')
+	for name, b := range map[string][]byte{
+		"train.jsonl": trainLines.Bytes(), "test.jsonl": testLines.Bytes(), "identities.json": append(table, '\n'),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return sum, fmt.Errorf("toy world: %w", err)
+		}
+	}
+	return sum, nil
+}
+
+// forEachParallel runs f(0..n-1) on all cores and returns the first error.
+// Each record has its own random stream, so the order they run in does
+// not change the output.
+func forEachParallel(n int, f func(i int) error) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs = make([]error, n)
+		next = 0
+	)
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= n {
+					return
+				}
+				errs[i] = f(i)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// toyRecord and toySubject are a manifest line as the toy world writes it.
+type toyRecord struct {
+	Frames   []string     `json:"frames,omitempty"`
+	Image    string       `json:"image,omitempty"`
+	Caption  string       `json:"caption"`
+	Subjects []toySubject `json:"subjects"`
+}
+
+type toySubject struct {
+	Category string   `json:"category"`
+	Phrase   string   `json:"phrase"`
+	ID       string   `json:"id"`
+	Boxes    []Box    `json:"boxes"`
+	Masks    []string `json:"masks"`
+}
+
+// writeToyRecord draws one record, writes its PNG files and returns its
+// manifest line.
+func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([]byte, error) {
+	split, kind := 0, 0
+	if j.test {
+		split = 1
+	}
+	if !j.clip {
+		kind = 1
+	}
+	r := rand.New(rand.NewPCG(cfg.Seed, splitMix64(uint64(split)<<40|uint64(kind)<<32|uint64(j.n))))
+	frames := 1
+	if j.clip {
+		frames = cfg.Frames
+	}
+	scene := newToyScene(r, ids, j.kind, cfg.Size, frames)
+	bg := drawBackground(toyBackgrounds[scene.background].name, cfg.Size, r)
+
+	// Paths in the manifest are relative to dir, where it lives.
+	base := map[bool]string{false: "train", true: "test"}[j.test]
+	prefix := fmt.Sprintf("%s/image%04d", base, j.n)
+	if j.clip {
+		base = fmt.Sprintf("%s/clip%04d", base, j.n)
+		prefix = base + "/f"
+	}
+	if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(base)), 0o755); err != nil {
+		return nil, fmt.Errorf("toy world: %w", err)
+	}
+	caption, phrases := scene.caption(ids)
+	rec := toyRecord{Caption: caption}
+	for k, i := range scene.ids {
+		rec.Subjects = append(rec.Subjects, toySubject{Category: ids[i].Shape, Phrase: phrases[k], ID: ids[i].ID})
+	}
+	for t := range frames {
+		stem := prefix
+		if j.clip {
+			stem = fmt.Sprintf("%s%02d", prefix, t)
+		}
+		img := &RGB{W: bg.W, H: bg.H, Pix: append([]uint8(nil), bg.Pix...)}
+		for k, i := range scene.ids {
+			mask := drawSubject(img, ids[i], scene.poses[k][t])
+			box, ok := maskBox(mask)
+			if !ok {
+				return nil, fmt.Errorf("toy world: %s: subject %d has no pixels", stem, k)
+			}
+			name := fmt.Sprintf("%s_s%d.png", stem, k)
+			if err := writeGrayPNG(filepath.Join(dir, filepath.FromSlash(name)), mask); err != nil {
+				return nil, err
+			}
+			rec.Subjects[k].Boxes = append(rec.Subjects[k].Boxes, box)
+			rec.Subjects[k].Masks = append(rec.Subjects[k].Masks, name)
+		}
+		name := stem + ".png"
+		if err := writeRGBPNG(filepath.Join(dir, filepath.FromSlash(name)), img); err != nil {
+			return nil, err
+		}
+		if j.clip {
+			rec.Frames = append(rec.Frames, name)
+		} else {
+			rec.Image = name
+		}
+	}
+	line, err := json.Marshal(rec)
+	return append(line, '\n'), err
+}
+
+// writeRGBPNG writes an 8-bit RGB PNG (Go's encoder writes an opaque RGBA
+// image without its alpha).
+func writeRGBPNG(path string, m *RGB) error {
+	img := image.NewRGBA(image.Rect(0, 0, m.W, m.H))
+	for i := range m.W * m.H {
+		copy(img.Pix[4*i:4*i+3], m.Pix[3*i:3*i+3])
+		img.Pix[4*i+3] = 255
+	}
+	return writePNG(path, img)
+}
+
+// writeGrayPNG writes a mask as an 8-bit gray PNG, Pillow's mode "L".
+func writeGrayPNG(path string, m *Gray) error {
+	return writePNG(path, &image.Gray{Pix: m.Pix, Stride: m.W, Rect: image.Rect(0, 0, m.W, m.H)})
+}
+
+// toyPNG reuses its compressors: a new one per small file would cost more
+// than the compression.
+var toyPNG = png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: &pngBuffers{}}
+
+type pngBuffers struct{ pool sync.Pool }
+
+func (p *pngBuffers) Get() *png.EncoderBuffer {
+	b, _ := p.pool.Get().(*png.EncoderBuffer)
+	return b
+}
+
+func (p *pngBuffers) Put(b *png.EncoderBuffer) { p.pool.Put(b) }
+
+func writePNG(path string, img image.Image) error {
+	var b bytes.Buffer
+	if err := toyPNG.Encode(&b, img); err != nil {
+		return fmt.Errorf("toy world: %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("toy world: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package data
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var smallToyConfig = ToyWorldConfig{Seed: 7, Clips: 12, Images: 8, Size: 64, Frames: 5}
+
+// TestToyWorldDeterministic: a seed gives the same files byte for byte;
+// another seed gives others.
+func TestToyWorldDeterministic(t *testing.T) {
+	a, b, c := t.TempDir(), t.TempDir(), t.TempDir()
+	for _, dir := range []string{a, b} {
+		if _, err := WriteToyWorld(dir, smallToyConfig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := smallToyConfig
+	other.Seed++
+	if _, err := WriteToyWorld(c, other); err != nil {
+		t.Fatal(err)
+	}
+	fa, fb, fc := readTree(t, a), readTree(t, b), readTree(t, c)
+	if len(fa) != len(fb) {
+		t.Fatalf("%d files, then %d", len(fa), len(fb))
+	}
+	for name, data := range fa {
+		if !bytes.Equal(data, fb[name]) {
+			t.Fatalf("%s differs between two runs with one seed", name)
+		}
+	}
+	if bytes.Equal(fa["train.jsonl"], fc["train.jsonl"]) {
+		t.Fatal("seeds 7 and 8 write the same manifest")
+	}
+}
+
+// readTree is every file under dir by its relative path.
+func readTree(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		rel, _ := filepath.Rel(dir, path)
+		files[rel] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestToyWorldContents: the manifests load; masks and boxes are exact and
+// subjects never overlap; held-out identities are only in the test set,
+// and every test record holds out an identity or a layout.
+func TestToyWorldContents(t *testing.T) {
+	dir := t.TempDir()
+	sum, err := WriteToyWorld(dir, smallToyConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Train != 20 || sum.Test != 5 || sum.Identities < 16 || sum.HeldOut != 4 {
+		t.Fatalf("summary %+v", sum)
+	}
+
+	var ids []Identity
+	b, err := os.ReadFile(filepath.Join(dir, "identities.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ids); err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]Identity{}
+	for _, id := range ids {
+		if _, dup := byID[id.ID]; dup || id.Palette[0] == id.Palette[1] {
+			t.Fatalf("identity %+v repeats an id or a colour", id)
+		}
+		byID[id.ID] = id
+	}
+	if len(byID) != len(ToyIdentities()) {
+		t.Fatalf("identities.json has %d identities, the table %d", len(byID), len(ToyIdentities()))
+	}
+
+	for _, split := range []string{"train", "test"} {
+		m, err := LoadManifest(filepath.Join(dir, split+".jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clips := 0
+		for _, rec := range m.Records {
+			if rec.Clip {
+				clips++
+				if len(rec.Frames) != smallToyConfig.Frames {
+					t.Fatalf("%s:%d: %d frames", split, rec.Line, len(rec.Frames))
+				}
+			}
+			checkToyRecord(t, rec, byID, split == "test")
+		}
+		if want := map[string]int{"train": 12, "test": 3}[split]; clips != want {
+			t.Fatalf("%s: %d clips, want %d", split, clips, want)
+		}
+	}
+}
+
+func checkToyRecord(t *testing.T, rec *Record, ids map[string]Identity, test bool) {
+	t.Helper()
+	where := fmt.Sprintf("%s:%d", filepath.Base(rec.Manifest), rec.Line)
+	heldID := false
+	var cols []int
+	for k, s := range rec.Subjects {
+		id, ok := ids[s.ID]
+		if !ok || s.Category != id.Shape || s.Phrase != id.Phrase() {
+			t.Fatalf("%s: subject %d is %+v, identity %+v", where, k, s, id)
+		}
+		heldID = heldID || id.HeldOut
+		cols = append(cols, int((s.Boxes[0][0]+s.Boxes[0][2])/2*toyGrid))
+	}
+	if !strings.HasSuffix(rec.Caption, " on grass") && !strings.HasSuffix(rec.Caption, " on sand") &&
+		!strings.HasSuffix(rec.Caption, " on water") && !strings.HasSuffix(rec.Caption, " in snow") {
+		t.Fatalf("%s: caption %q names no ground", where, rec.Caption)
+	}
+	// The layout's columns are those of the subjects' centres in frame 0
+	// (a centre strays less than a half cell from its cell's).
+	stacked := len(cols) > 1
+	for _, c := range cols {
+		stacked = stacked && c == cols[0]
+	}
+	switch {
+	case !test && (heldID || stacked):
+		t.Fatalf("%s: a training record with a held-out identity (%v) or layout (%v)", where, heldID, stacked)
+	case test && heldID == stacked:
+		t.Fatalf("%s: a test record should hold out an identity or a layout, not %v and %v", where, heldID, stacked)
+	}
+
+	for i := range rec.Frames {
+		f, err := rec.LoadFrame(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken := make([]bool, len(f.Image.Pix)/3)
+		for k, m := range f.Masks {
+			if box, _ := maskBox(m); box != f.Boxes[k] {
+				t.Fatalf("%s frame %d subject %d: box %v, its mask's %v", where, i, k, f.Boxes[k], box)
+			}
+			for p, v := range m.Pix {
+				if v != 0 && v != 255 {
+					t.Fatalf("%s: mask value %d", where, v)
+				}
+				if v != 0 && taken[p] {
+					t.Fatalf("%s frame %d: subjects overlap", where, i)
+				}
+				taken[p] = taken[p] || v != 0
+			}
+		}
+	}
+}
+
+func TestWriteToyWorldRefuses(t *testing.T) {
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "old.txt"), []byte("x"))
+	if _, err := WriteToyWorld(dir, smallToyConfig); err == nil || !strings.Contains(err.Error(), "is not empty") {
+		t.Fatalf("non-empty folder: %v", err)
+	}
+	for _, c := range []ToyWorldConfig{
+		{Clips: 0, Images: 0, Size: 64, Frames: 8},
+		{Clips: -1, Images: 5, Size: 64, Frames: 8},
+		{Clips: 1, Size: 16, Frames: 8},
+		{Clips: 1, Size: 64, Frames: 1},
+	} {
+		if _, err := WriteToyWorld(t.TempDir(), c); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}
