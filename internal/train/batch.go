@@ -1,0 +1,77 @@
+package train
+
+import (
+	"github.com/lcpdiff/lcpdiff/internal/torch"
+)
+
+// Batch is one micro-batch of training samples.
+type Batch struct {
+	// Images are the target images [B, 3, H, W] in [-1, 1].
+	Images *torch.Tensor
+	// Captions are the prompts, one per image.
+	Captions []string
+	// Subjects are, per image, its annotated subjects: what the LCP
+	// conditioner turns into static references, image tokens and
+	// grounding tokens. A text-only conditioner ignores them.
+	Subjects [][]Subject
+}
+
+// Subject is one annotated subject of a training image (DESIGN.md,
+// Training): where it is, how the caption names it, and its two views.
+type Subject struct {
+	Box      [4]float64 // normalised x0, y0, x1, y1 in the target image
+	Phrase   string     // the grounding phrase
+	Category string     // for the static refiner's "a photo of a {category}"
+	// Static is the static refiner's input: the subject's segment in the
+	// target frame [3, H, W] in [-1, 1], background white, with its Mask
+	// [1, H, W] in {0, 1}.
+	Static, Mask *torch.Tensor
+	// Dynamic is the DA-Encoder's input [3, h, w] in [-1, 1]: the same
+	// subject in another frame of the clip, or for an image sample its
+	// segment after colour jitter and geometric augmentation.
+	Dynamic *torch.Tensor
+}
+
+// Free releases the batch's tensors.
+func (b *Batch) Free() {
+	b.Images.Free()
+	for _, subjects := range b.Subjects {
+		for _, s := range subjects {
+			s.Static.Free()
+			s.Mask.Free()
+			s.Dynamic.Free()
+		}
+	}
+}
+
+// Batches is a training data source. Next hands over batches the loop
+// frees; it never runs dry (a finite data set starts another epoch), so
+// an error means the data is broken.
+//
+// State and Restore make a resumed run see exactly the batches the
+// interrupted one would have seen next: State, called between batches,
+// encodes the position of the sampler (epoch, index, shuffling and
+// augmentation seeds) and Restore, on a freshly made source over the same
+// data, returns to it. A source that prefetches reports the position of
+// what it has handed out, not of what it has read ahead.
+type Batches interface {
+	Next() (*Batch, error)
+	State() ([]byte, error)
+	Restore(state []byte) error
+}
+
+// Conditioner prepares the UNet for one micro-batch and takes the
+// preparation down again afterwards.
+//
+// Condition returns the text context [B, 77, D] the UNet cross-attends to
+// and sets whatever state the attached adapter reads during the forward
+// pass (static references, image tokens, grounding tokens). Tensors that
+// derive from trainable parameters must be computed with autograd on (it
+// is, inside Run) so that their gradients reach them; frozen encoders may
+// run under torch.NoGrad. Random decisions, such as condition dropout,
+// draw from gen, which a checkpoint saves, so that a resumed run decides
+// the same. Clear, called after the backward pass, resets the adapter.
+type Conditioner interface {
+	Condition(b *Batch, gen *torch.Generator) (context *torch.Tensor, err error)
+	Clear()
+}

@@ -1,0 +1,123 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lcpdiff/lcpdiff/internal/torch"
+)
+
+// TestResumeIsBitExact runs 4 steps straight, then 2 steps stopped as
+// Ctrl-C stops them and 2 more resumed from the checkpoint, and wants the
+// same weights to the bit and the same log. Gradient accumulation,
+// clipping and text dropout are all on, so that every piece of state a
+// checkpoint carries matters.
+func TestResumeIsBitExact(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	m, a := loadTiny(t)
+	cond := newTestConditioner(m, a, 0.3)
+	defer cond.free()
+	initial := snapshot(a.Params())
+	defer freeAll(initial)
+	config := func(dir string) Config {
+		c := tinyConfig(dir, 4, AdapterTrainable...)
+		c.GradAccum = 2
+		c.ClipGradNorm = 0.05 // below the norms the tiny model sees: clipping acts
+		return c
+	}
+
+	straightDir := t.TempDir()
+	if err := Run(context.Background(), config(straightDir), m, a, tinyData(0), cond, Hooks{}); err != nil {
+		t.Fatal(err)
+	}
+	straight := snapshot(a.Params())
+	defer freeAll(straight)
+
+	restore(a.Params(), initial)
+	dir := t.TempDir()
+	ctx, interrupt := context.WithCancelCause(context.Background())
+	defer interrupt(nil)
+	err := Run(ctx, config(dir), m, a, tinyData(0), cond, Hooks{
+		Progress: func(step, total int, loss float64) {
+			if step == 2 {
+				interrupt(ErrInterrupted) // as OnInterrupt does at Ctrl-C
+			}
+		},
+	})
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run returned %v, want ErrInterrupted", err)
+	}
+	if latest, err := LatestCheckpoint(dir); err != nil || latest != CheckpointDir(dir, 2) {
+		t.Fatalf("latest checkpoint after the interruption: %q, %v; want step 2", latest, err)
+	}
+
+	// A new process would rebuild the adapter from its parts: the resumed
+	// run must bring every weight back itself.
+	restore(a.Params(), initial)
+	cfg := config(dir)
+	cfg.Resume = "latest"
+	var resumedSteps []int
+	err = Run(context.Background(), cfg, m, a, tinyData(0), cond, Hooks{
+		Progress: func(step, total int, loss float64) { resumedSteps = append(resumedSteps, step) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resumedSteps) != 2 || resumedSteps[0] != 3 {
+		t.Errorf("the resumed run made steps %v, want [3 4]", resumedSteps)
+	}
+	for k, p := range a.Params() {
+		if !sameBits(p, straight[k]) {
+			t.Errorf("%s differs from the straight run's", k)
+		}
+	}
+	want, err := ReadLog(filepath.Join(straightDir, LogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadLog(filepath.Join(dir, LogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("log has %d rows, the straight run's %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Step != w.Step || g.Loss != w.Loss || g.LR != w.LR || g.GradNorm != w.GradNorm {
+			t.Errorf("log row %d: %+v, straight %+v", i, g, w)
+		}
+	}
+
+	cfg.Trainable = []string{"*fuser*"}
+	if err := Run(context.Background(), cfg, m, a, tinyData(0), cond, Hooks{}); err == nil || !strings.Contains(err.Error(), "trainable") {
+		t.Errorf("resuming with other trainable parameters: %v", err)
+	}
+	if err := Run(context.Background(), config(dir), m, a, tinyData(0), cond, Hooks{}); err == nil || !strings.Contains(err.Error(), "already holds a run") {
+		t.Errorf("a fresh run over an old one: %v", err)
+	}
+}
+
+func TestLatestCheckpointOrdersBySteps(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LatestCheckpoint(dir); err == nil {
+		t.Error("an empty folder has a latest checkpoint")
+	}
+	for _, step := range []int{9, 120, 40} {
+		if err := os.MkdirAll(CheckpointDir(dir, step), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An unfinished checkpoint, left by a crash, is not one.
+	if err := os.MkdirAll(filepath.Join(dir, checkpointsDir, ".step-00000500.tmp-1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LatestCheckpoint(dir); err != nil || got != CheckpointDir(dir, 120) {
+		t.Errorf("latest = %q, %v; want step 120", got, err)
+	}
+}

@@ -1,0 +1,126 @@
+// Package train fine-tunes an LCP adapter on a frozen Stable Diffusion
+// model with the epsilon-prediction objective every method shares (paper
+// Eq. 1): a step encodes the batch's images, noises them at random
+// timesteps and regresses the UNet's noise prediction on the noise, with
+// gradients only for the parameters the configuration names.
+//
+// A run writes into its output folder a CSV log, a plot of the loss and
+// checkpoints from which a later run resumes exactly where it stopped.
+package train
+
+import (
+	"errors"
+	"fmt"
+	"path"
+)
+
+// Config is one training run, read from YAML by the caller (viper; keys
+// are the mapstructure tags). Start from Defaults so that keys the file
+// leaves out keep their defaults.
+type Config struct {
+	Steps       int        `mapstructure:"steps"`        // optimizer steps in all, counting those before a resume
+	BatchSize   int        `mapstructure:"batch_size"`   // samples per micro-batch
+	GradAccum   int        `mapstructure:"grad_accum"`   // micro-batches per optimizer step
+	LR          float64    `mapstructure:"lr"`           // constant learning rate
+	Betas       [2]float64 `mapstructure:"betas"`        // AdamW's beta1, beta2
+	WeightDecay float64    `mapstructure:"weight_decay"` // AdamW's decoupled weight decay
+	// ClipGradNorm caps the global L2 norm of the trainable gradients;
+	// 0 leaves them as they are.
+	ClipGradNorm float64 `mapstructure:"clip_grad_norm"`
+	// TextDropout and ImageDropout are the probabilities that a sample's
+	// prompt becomes "" and that its subject conditioning is dropped, so
+	// that the model also learns the unconditional branches classifier-free
+	// guidance needs. The conditioner applies them.
+	TextDropout  float64 `mapstructure:"text_dropout"`
+	ImageDropout float64 `mapstructure:"image_dropout"`
+	// Seed seeds the generator of the noise, the timesteps and the dropout
+	// decisions; the data source has its own.
+	Seed uint64 `mapstructure:"seed"`
+	// LogEvery, SampleEvery and CheckpointEvery are intervals in optimizer
+	// steps; 0 turns sampling and the periodic checkpoints off (a run
+	// still checkpoints when it ends or is stopped).
+	LogEvery        int    `mapstructure:"log_every"`
+	SampleEvery     int    `mapstructure:"sample_every"`
+	CheckpointEvery int    `mapstructure:"checkpoint_every"`
+	OutDir          string `mapstructure:"out_dir"`
+	// Trainable are glob patterns (path.Match) over the adapter's parameter
+	// keys; the parameters they match train and every other weight stays
+	// frozen. Every pattern must match at least one key, so that a typo
+	// cannot silently freeze a part.
+	Trainable []string `mapstructure:"trainable"`
+	// Resolution is the side of the square training images, in pixels.
+	Resolution int `mapstructure:"resolution"`
+	// Resume is a checkpoint folder to continue from, or "latest" for the
+	// newest one under OutDir; empty starts afresh.
+	Resume string `mapstructure:"resume"`
+}
+
+// AdapterTrainable is the paper's recipe: every parameter of the LCP
+// adapter trains (resampler, dynamic, static and grounding attention, the
+// layout-aware MLPs, the static projection) and nothing of the base model.
+var AdapterTrainable = []string{"static.*", "image_proj.*", "ip_adapter.*", "position_net.*", "*fuser*", "static_projection.*"}
+
+// Defaults is the paper's setup (IV-A) at one GPU's batch: AdamW at a
+// constant 5e-5 with PyTorch's betas and weight decay, 512x512, the whole
+// adapter trainable, and the usual 5% condition dropout.
+func Defaults() Config {
+	return Config{
+		Steps:           100_000,
+		BatchSize:       16,
+		GradAccum:       1,
+		LR:              5e-5,
+		Betas:           [2]float64{0.9, 0.999},
+		WeightDecay:     1e-2,
+		ClipGradNorm:    1,
+		TextDropout:     0.05,
+		ImageDropout:    0.05,
+		Seed:            0,
+		LogEvery:        10,
+		SampleEvery:     0,
+		CheckpointEvery: 5_000,
+		OutDir:          "train-out",
+		Trainable:       append([]string(nil), AdapterTrainable...),
+		Resolution:      512,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Steps < 1:
+		return fmt.Errorf("train: steps must be at least 1, got %d", c.Steps)
+	case c.BatchSize < 1:
+		return fmt.Errorf("train: batch_size must be at least 1, got %d", c.BatchSize)
+	case c.GradAccum < 1:
+		return fmt.Errorf("train: grad_accum must be at least 1, got %d", c.GradAccum)
+	case !(c.LR > 0):
+		return fmt.Errorf("train: lr must be positive, got %g", c.LR)
+	case c.Betas[0] < 0 || c.Betas[0] >= 1 || c.Betas[1] < 0 || c.Betas[1] >= 1:
+		return fmt.Errorf("train: betas must lie in [0, 1), got %v", c.Betas)
+	case c.WeightDecay < 0:
+		return fmt.Errorf("train: weight_decay must be 0 or more, got %g", c.WeightDecay)
+	case c.ClipGradNorm < 0:
+		return fmt.Errorf("train: clip_grad_norm must be 0 (off) or more, got %g", c.ClipGradNorm)
+	case c.TextDropout < 0 || c.TextDropout > 1 || c.ImageDropout < 0 || c.ImageDropout > 1:
+		return fmt.Errorf("train: text_dropout and image_dropout are probabilities, got %g and %g", c.TextDropout, c.ImageDropout)
+	case c.LogEvery < 1:
+		return fmt.Errorf("train: log_every must be at least 1, got %d", c.LogEvery)
+	case c.SampleEvery < 0 || c.CheckpointEvery < 0:
+		return fmt.Errorf("train: sample_every and checkpoint_every must be 0 (off) or more, got %d and %d", c.SampleEvery, c.CheckpointEvery)
+	case c.OutDir == "":
+		return errors.New("train: out_dir is not set")
+	case len(c.Trainable) == 0:
+		return errors.New("train: trainable names no parameter")
+	case c.Resolution < 8 || c.Resolution%8 != 0:
+		return fmt.Errorf("train: resolution must be a positive multiple of 8, got %d", c.Resolution)
+	}
+	for _, p := range c.Trainable {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("train: trainable pattern %q: %v", p, err)
+		}
+	}
+	return nil
+}
+
+// SamplesPerStep is how many samples one optimizer step sees.
+func (c Config) SamplesPerStep() int { return c.BatchSize * c.GradAccum }

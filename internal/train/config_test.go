@@ -1,0 +1,68 @@
+package train
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/spf13/viper"
+)
+
+func TestConfigFromYAML(t *testing.T) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	yaml := `
+steps: 200
+batch_size: 4
+lr: 1.0e-4
+betas: [0.8, 0.99]
+grad_accum: 2
+trainable: ["ip_adapter.*", "*fuser*"]
+out_dir: runs/a
+`
+	if err := v.ReadConfig(strings.NewReader(yaml)); err != nil {
+		t.Fatal(err)
+	}
+	c := Defaults()
+	if err := v.Unmarshal(&c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Steps != 200 || c.BatchSize != 4 || c.LR != 1e-4 || c.Betas != [2]float64{0.8, 0.99} || c.GradAccum != 2 ||
+		!slices.Equal(c.Trainable, []string{"ip_adapter.*", "*fuser*"}) || c.OutDir != "runs/a" {
+		t.Errorf("read %+v", c)
+	}
+	if c.WeightDecay != 1e-2 || c.Resolution != 512 || c.SamplesPerStep() != 8 {
+		t.Errorf("defaults lost: %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := Defaults().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for name, change := range map[string]func(*Config){
+		"steps":          func(c *Config) { c.Steps = 0 },
+		"lr":             func(c *Config) { c.LR = 0 },
+		"betas":          func(c *Config) { c.Betas[1] = 1 },
+		"text_dropout":   func(c *Config) { c.TextDropout = 1.5 },
+		"resolution":     func(c *Config) { c.Resolution = 100 },
+		"trainable":      func(c *Config) { c.Trainable = nil },
+		"pattern":        func(c *Config) { c.Trainable = []string{"[static"} },
+		"out_dir":        func(c *Config) { c.OutDir = "" },
+		"clip_grad_norm": func(c *Config) { c.ClipGradNorm = -1 },
+	} {
+		c := Defaults()
+		change(&c)
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if want := strings.Split(name, "_")[0]; name != "pattern" && !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %q does not name it", name, err)
+		}
+	}
+}
