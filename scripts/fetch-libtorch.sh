@@ -13,7 +13,8 @@ Finds a libtorch, in this order, and writes build/libtorch.env:
      then /usr/bin/python3): a machine with a CUDA PyTorch gets its CUDA libtorch;
   3. Debian/Ubuntu: the system's libtorch-dev, installed with apt-get (as root,
      or through sudo) together with an optimised BLAS (libopenblas0-pthread),
-     cmake and g++ when missing.
+     cmake, g++ and Gloo's headers (libgloo-dev, for multi-process training)
+     when missing.
 
   --download VARIANT  instead fetch the official libtorch archive
                       (cpu, cu118, cu121, ...) into build/libtorch. Needs internet
@@ -67,13 +68,25 @@ ensure_tools() {
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v g++ >/dev/null 2>&1 || missing+=(g++)
   [ -f /usr/include/jpeglib.h ] || ls /usr/include/*/jpeglib.h >/dev/null 2>&1 || missing+=(libjpeg-dev)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if command -v apt-get >/dev/null 2>&1; then
-    apt_install "${missing[@]}"
-  else
-    echo "fetch-libtorch: ${missing[*]} missing and no apt-get to install them" >&2
-    exit 1
+  if [ ${#missing[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+      apt_install "${missing[@]}"
+    else
+      echo "fetch-libtorch: ${missing[*]} missing and no apt-get to install them" >&2
+      exit 1
+    fi
   fi
+  ensure_gloo
+}
+
+# Gloo's headers, for data-parallel training: libtorch's c10d headers include
+# them, and Debian ships them apart (libgloo-dev). Optional: without them the
+# shim still builds, and a multi-process run says what is missing.
+ensure_gloo() {
+  [ -f /usr/include/gloo/config.h ] && return 0
+  command -v apt-get >/dev/null 2>&1 || return 0
+  apt_install libgloo-dev ||
+    echo "fetch-libtorch: warning: could not install libgloo-dev; multi-process training will be unavailable" >&2
 }
 
 apt_updated=""
@@ -133,7 +146,7 @@ system_prefix() {
 if ! prefix="$(system_prefix)"; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "fetch-libtorch: installing libtorch-dev and OpenBLAS with apt-get"
-    if ! apt_install libtorch-dev libopenblas0-pthread cmake g++ libjpeg-dev; then
+    if ! apt_install libtorch-dev libopenblas0-pthread cmake g++ libjpeg-dev libgloo-dev; then
       echo "fetch-libtorch: apt-get could not install libtorch-dev (run as root, or set LIBTORCH, or use --download)" >&2
       exit 1
     fi
