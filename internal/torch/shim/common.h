@@ -32,12 +32,16 @@ extern std::atomic<int64_t> live;
 extern std::atomic<int> wanted_threads;
 void apply_threads(int n);
 
+// applied_threads is what this OS thread was given; initial-exec TLS (the
+// shim is linked at start-up, never dlopen'ed) makes reading it one load,
+// where the default model calls __tls_get_addr on every op.
+extern thread_local int applied_threads __attribute__((tls_model("initial-exec")));
+
 inline void ensure_threads() {
-  thread_local int applied = 0;
   int n = wanted_threads.load(std::memory_order_relaxed);
-  if (n != applied && n > 0) {
+  if (n != applied_threads && n > 0) {
     apply_threads(n);
-    applied = n;
+    applied_threads = n;
   }
 }
 

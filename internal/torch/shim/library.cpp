@@ -13,6 +13,7 @@ namespace lt {
 
 std::atomic<int64_t> live{0};
 std::atomic<int> wanted_threads{0};
+thread_local int applied_threads __attribute__((tls_model("initial-exec"))) = 0;
 
 void apply_threads(int n) { at::set_num_threads(n); }
 
