@@ -63,6 +63,7 @@ func InferUNetConfig(src nn.Source, heads int64) (unet.Config, error) {
 		UseLinearProjection:  len(projIn) == 2,
 		ResnetTimeScaleShift: "default",
 		TimeEmbeddingType:    "positional",
+		AttentionType:        "default", // an original SD file has no GLIGEN layers
 		// Numbers as encoding/json gives them, which Check expects.
 		AttentionHeadDim:          float64(heads),
 		TransformerLayersPerBlock: float64(blockCount(u.Keys(), "middle_block.1.transformer_blocks.")),
