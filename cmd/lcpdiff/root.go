@@ -45,6 +45,7 @@ func newRootCommand() *cobra.Command {
 	addFlags(root, true, rootFlags)
 	root.AddCommand(newVersionCommand(), newDoctorCommand(v), newGenerateCommand(v))
 	root.AddCommand(newDataCommand(v))
+	root.AddCommand(newTrainCommand(v))
 	return root
 }
 

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/lcpdiff/lcpdiff/internal/data"
+	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
+	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
+	"github.com/lcpdiff/lcpdiff/internal/pipeline"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
+	"github.com/lcpdiff/lcpdiff/internal/train"
+)
+
+var trainFlags = []flagSpec{
+	{"model", "m", "", "Stable Diffusion model to train against (frozen): a diffusers folder or a .safetensors checkpoint"},
+	{"data", "", "", "training `MANIFEST` (JSON lines, e.g. train.jsonl of lcpdiff data toyworld)"},
+	{"adapter", "", "", "LCP adapter checkpoint to start from (default: a fresh adapter)"},
+	{"ip-adapter", "", "", "public IP-Adapter Plus weights to start the adapter from (instead of --adapter)"},
+	{"gligen", "", "", "diffusers GLIGEN unet/ folder to start the grounding layers from (instead of --adapter)"},
+	{"tokenizer", "", "", "tokenizer folder for a single-file checkpoint (default: tokenizer/ beside it)"},
+	{"device", "", "cpu", "cpu, cuda or cuda:N"},
+	{"quiet", "q", false, "no progress bar"},
+
+	// These override the config's keys of the same meaning.
+	{"out", "o", "", "output folder: log, plot and checkpoints (overrides out_dir)"},
+	{"resume", "", "", "checkpoint folder to continue from, or \"latest\" for the newest under the output folder"},
+	{"steps", "", 0, "optimizer steps in all, counting those before a resume (overrides steps)"},
+	{"lr", "", 0.0, "learning rate (overrides lr)"},
+	{"seed", "s", 0, "seed of the noise, timesteps, dropout and data order (overrides seed)"},
+}
+
+// configFlags maps the flags that override a train.Config key to that key.
+var configFlags = map[string]string{"out": "out_dir", "resume": "resume", "steps": "steps", "lr": "lr", "seed": "seed"}
+
+func newTrainCommand(v *viper.Viper) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Train an LCP adapter on a data manifest, the Stable Diffusion model frozen",
+		Long: `Train an LCP adapter on a data manifest, the Stable Diffusion model frozen.
+
+The run is described by the YAML file of the root --config flag, which holds
+the training keys (steps, batch_size, grad_accum, lr, betas, weight_decay,
+clip_grad_norm, text_dropout, image_dropout, seed, log_every, sample_every,
+checkpoint_every, out_dir, trainable, resolution, resume) beside this
+command's flag names (model, data, adapter, ...), as in configs/toyworld-tiny.yaml.
+Keys the file leaves out keep their defaults; any other key is an error. The
+flags --out, --resume, --steps, --lr and --seed, given on the command line,
+override the file.
+
+A run writes train.csv, loss.png and checkpoints/step-N into its output
+folder. Ctrl-C stops it after the current step with a checkpoint; continue
+with --resume latest.`,
+		Example: "  lcpdiff --config configs/toyworld-tiny.yaml train -m tiny-sd --data toy/train.jsonl --out runs/toy\n" +
+			"  lcpdiff --config configs/toyworld-tiny.yaml train -m tiny-sd --data toy/train.jsonl --out runs/toy --resume latest --steps 600",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runTrain(cmd, v)
+		},
+	}
+	addFlags(cmd, false, trainFlags)
+	return cmd
+}
+
+// runTrain checks the configuration, the manifest and the weight flags
+// before it loads the model, so that a mistake costs no loading time.
+func runTrain(cmd *cobra.Command, v *viper.Viper) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	cfg, err := trainConfig(cmd, v)
+	if err != nil {
+		return err
+	}
+	if cfg.SampleEvery > 0 {
+		fmt.Fprintln(stderr, "warning: sample_every: train renders no samples yet; the key is ignored")
+	}
+	manifestPath := v.GetString("data")
+	if manifestPath == "" {
+		return errors.New("no data: give --data MANIFEST (e.g. train.jsonl of `lcpdiff data toyworld`)")
+	}
+	manifest, err := data.LoadManifest(manifestPath)
+	if err != nil {
+		return err
+	}
+	modelPath := v.GetString("model")
+	if modelPath == "" {
+		return errors.New("no model: give -m/--model (a diffusers folder or a .safetensors checkpoint)")
+	}
+	adapterPath, ipPath, gligenDir := v.GetString("adapter"), v.GetString("ip-adapter"), v.GetString("gligen")
+	if adapterPath != "" && (ipPath != "" || gligenDir != "") {
+		return errors.New("--adapter is a whole LCP checkpoint: give it or the public parts (--ip-adapter, --gligen), not both")
+	}
+	for _, p := range []struct{ flag, path string }{{"--adapter", adapterPath}, {"--ip-adapter", ipPath}, {"--gligen", gligenDir}} {
+		if _, err := os.Stat(p.path); p.path != "" && err != nil {
+			return fmt.Errorf("%s %s: %w", p.flag, p.path, unwrapPathError(err))
+		}
+	}
+	// Training runs in fp32: AdamW's small updates vanish in half
+	// precision weights.
+	opts, err := computeOptions(v.GetString("device"), "fp32")
+	if err != nil {
+		return err
+	}
+
+	m, err := pipeline.LoadModel(modelPath, pipeline.LoadOptions{Options: opts, Tokenizer: v.GetString("tokenizer")})
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	var a *lcp.Adapter
+	if adapterPath != "" {
+		a, err = lcp.Load(adapterPath, m.UNet, m.Options)
+	} else {
+		// Empty paths give a fresh adapter, inert until it trains.
+		a, err = lcp.FromParts(ipPath, gligenDir, m.UNet, m.Options)
+	}
+	if err != nil {
+		return err
+	}
+	defer a.Free()
+	batches, err := train.NewManifestBatches(manifest, cfg)
+	if err != nil {
+		return err
+	}
+	defer batches.Close()
+	cond := newGroundingConditioner(m, a, cfg)
+
+	ctx, stop := train.OnInterrupt(cmd.Context())
+	defer stop()
+	progress := newTrainProgress(stderr, v.GetBool("quiet"))
+	hooks := train.Hooks{Progress: progress.update, Logf: progress.logf}
+	start := time.Now()
+	err = train.Run(ctx, cfg, m, a, batches, cond, hooks)
+	progress.finish()
+	if errors.Is(err, train.ErrInterrupted) {
+		return fmt.Errorf("%w; continue with --resume latest", err)
+	}
+	if err != nil {
+		return err
+	}
+	ckpt, err := train.LatestCheckpoint(cfg.OutDir)
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start).Seconds()
+	fmt.Fprintf(stdout, "trained to step %d (%d steps in %.1fs, %.2f steps/s); adapter in %s\n",
+		cfg.Steps, progress.steps, elapsed, float64(progress.steps)/elapsed, ckpt)
+	return nil
+}
+
+// trainConfig is train.Defaults, then the keys of the --config file, then
+// the overriding flags given on the command line; validated.
+func trainConfig(cmd *cobra.Command, v *viper.Viper) (train.Config, error) {
+	cfg := train.Defaults()
+	if path := v.GetString("config"); path != "" {
+		if err := readTrainKeys(path, cmd, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	fs := cmd.Flags()
+	for flag, key := range configFlags {
+		if !fs.Changed(flag) {
+			continue
+		}
+		switch key {
+		case "out_dir":
+			cfg.OutDir = v.GetString(flag)
+		case "resume":
+			cfg.Resume = v.GetString(flag)
+		case "steps":
+			cfg.Steps = v.GetInt(flag)
+		case "lr":
+			cfg.LR = v.GetFloat64(flag)
+		case "seed":
+			seed := v.GetInt64(flag)
+			if seed < 0 {
+				return cfg, fmt.Errorf("--seed %d: must be 0 or more", seed)
+			}
+			cfg.Seed = uint64(seed)
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// readTrainKeys decodes the train.Config keys of the YAML file at path into
+// cfg. The file may also hold the command's flag names, which the root
+// command has already read; any other key is most likely a typo, which
+// would otherwise silently leave a setting at its default.
+func readTrainKeys(path string, cmd *cobra.Command, cfg *train.Config) error {
+	f := viper.New()
+	f.SetConfigFile(path)
+	if err := f.ReadInConfig(); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	file := struct {
+		train.Config `mapstructure:",squash"`
+		Rest         map[string]any `mapstructure:",remain"`
+	}{Config: *cfg}
+	if err := f.Unmarshal(&file); err != nil {
+		return fmt.Errorf("config %s: %s", path, oneLine(err))
+	}
+	// mapstructure fills an array from a shorter list and leaves the rest
+	// zero: a beta2 of 0 would go unnoticed.
+	if betas, ok := f.Get("betas").([]any); ok && len(betas) != len(cfg.Betas) {
+		return fmt.Errorf("config %s: betas: want [beta1, beta2], got %d values", path, len(betas))
+	}
+	var unknown []string
+	for key := range file.Rest {
+		_, overrides := configFlags[key]
+		if cmd.Flags().Lookup(key) == nil || overrides && configFlags[key] != key {
+			unknown = append(unknown, key)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("config %s: unknown key %s (training keys are train.Config's, e.g. out_dir, batch_size)", path, strings.Join(quoteAll(unknown), ", "))
+	}
+	*cfg = file.Config
+	return nil
+}
+
+// oneLine joins the lines of mapstructure's error list, after its
+// heading, into one line.
+func oneLine(err error) string {
+	var parts []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "* "))
+		if line != "" && !strings.HasPrefix(line, "decoding failed") {
+			parts = append(parts, line)
+		}
+	}
+	if len(parts) == 0 {
+		return strings.ReplaceAll(err.Error(), "\n", " ")
+	}
+	return strings.Join(parts, "; ")
+}
+
+func quoteAll(s []string) []string {
+	q := slices.Clone(s)
+	for i := range q {
+		q[i] = fmt.Sprintf("%q", q[i])
+	}
+	return q
+}
+
+// trainProgress is the progress bar with the loss, and the notes of the
+// run printed above it.
+type trainProgress struct {
+	w       io.Writer
+	quiet   bool
+	bar     *progressbar.ProgressBar
+	started bool
+	first   int // step before this process's first, so the bar's ETA counts only its own steps
+	steps   int // steps this process made
+}
+
+func newTrainProgress(w io.Writer, quiet bool) *trainProgress {
+	return &trainProgress{w: w, quiet: quiet}
+}
+
+func (p *trainProgress) update(step, total int, loss float64) {
+	if !p.started {
+		p.started, p.first = true, step-1
+		if !p.quiet {
+			// The bar is made at the first step, not before, so that a
+			// resumed run's rate and ETA are of its own steps.
+			p.bar = progressbar.NewOptions(total-p.first, progressbar.OptionSetWriter(p.w),
+				progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("step"),
+				progressbar.OptionSetPredictTime(true), progressbar.OptionSetElapsedTime(true))
+		}
+	}
+	p.steps = step - p.first
+	if p.bar != nil {
+		p.bar.Describe(fmt.Sprintf("step %d/%d loss %.4f", step, total, loss))
+		p.bar.Set(p.steps)
+	}
+}
+
+// logf prints a note on a line of its own, clearing the bar first; the
+// bar draws itself again at the next step.
+func (p *trainProgress) logf(format string, args ...any) {
+	if p.bar != nil {
+		p.bar.Clear()
+	}
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+func (p *trainProgress) finish() {
+	if p.bar != nil {
+		p.bar.Exit()
+		fmt.Fprintln(p.w)
+	}
+}
+
+// groundingConditioner is train.TextConditioner plus the grounding half of
+// the LCP conditioner: each sample's subject boxes and phrases become
+// grounding tokens through the adapter's position net, with grad, so that
+// the position net and the gated fusers train. The text conditioner alone
+// leaves the adapter inert, and then nothing it has can learn. The static
+// references and image tokens (which need the static refiner and the CLIP
+// image encoder) are not made yet: static attention and the IP-Adapter
+// layers get no gradient.
+type groundingConditioner struct {
+	text    *train.TextConditioner
+	model   *pipeline.Model
+	adapter *lcp.Adapter
+	dropout float64       // ImageDropout: a sample's subjects are all dropped
+	objs    *torch.Tensor // the current batch's grounding tokens
+}
+
+func newGroundingConditioner(m *pipeline.Model, a *lcp.Adapter, cfg train.Config) *groundingConditioner {
+	return &groundingConditioner{
+		text: &train.TextConditioner{Model: m, Dropout: cfg.TextDropout}, model: m, adapter: a, dropout: cfg.ImageDropout,
+	}
+}
+
+// Condition implements train.Conditioner.
+func (c *groundingConditioner) Condition(b *train.Batch, gen *torch.Generator) (*torch.Tensor, error) {
+	embeds, err := c.text.Condition(b, gen)
+	if err != nil {
+		return nil, err
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	rows := len(b.Captions)
+	// One draw per sample whatever the probability, as the text dropout
+	// does, so that the noise drawn after it does not depend on it.
+	u := torch.Rand(gen, int64(rows)).Float64s()
+	const slots = gligen.MaxObjects
+	dim := int(c.model.Text.Config.HiddenSize)
+	boxes, mask := make([]float32, rows*slots*4), make([]float32, rows*slots)
+	phrases := make([]float32, rows*slots*dim)
+	for i, subjects := range b.Subjects {
+		if u[i] < c.dropout || len(subjects) == 0 {
+			continue // mask 0: the position net's null tokens
+		}
+		subjects = subjects[:min(len(subjects), slots)]
+		names := make([]string, len(subjects))
+		for k, sub := range subjects {
+			names[k] = sub.Phrase
+			for j, v := range sub.Box {
+				boxes[(i*slots+k)*4+j] = float32(v)
+			}
+			mask[i*slots+k] = 1
+		}
+		copy(phrases[i*slots*dim:], c.phraseEmbeddings(names))
+	}
+	o := c.model.Options
+	n := int64(rows)
+	objs := c.adapter.Layout.Forward(
+		torch.New(boxes, n, slots, 4).ToOptions(o), torch.New(mask, n, slots).ToOptions(o),
+		torch.New(phrases, n, slots, int64(dim)).ToOptions(o),
+		o.Zeros(n, slots, c.adapter.Meta.StaticDim)) // no static features: the refiner does not run
+	c.objs = torch.Persist(objs)
+	c.adapter.Grounding.Set(c.objs, 1)
+	return embeds, nil
+}
+
+// phraseEmbeddings are the phrases' pooled text embeddings, row after row
+// (GLIGEN's phrase input): the final-normed hidden state at each phrase's
+// end token. The encoder is causal, so the padding after it changes nothing.
+func (c *groundingConditioner) phraseEmbeddings(phrases []string) []float32 {
+	s := torch.NewScope()
+	defer s.Close()
+	hidden := c.text.Encode(phrases) // [n, 77, D], no grad
+	tok := c.model.Tokenizer
+	rows := make([]*torch.Tensor, len(phrases))
+	for k, p := range phrases {
+		end := min(len(tok.Encode(p)), tok.MaxLength) - 1
+		rows[k] = hidden.Select(0, int64(k)).Select(0, int64(end))
+	}
+	return torch.Stack(rows, 0).To(torch.Float32).Float32s()
+}
+
+// Clear implements train.Conditioner.
+func (c *groundingConditioner) Clear() {
+	c.adapter.Grounding.Clear()
+	c.objs.Free()
+	c.objs = nil
+}
