@@ -79,6 +79,7 @@ func TestLCPMultiSubjectRuns(t *testing.T) {
 	for _, l := range a.Static {
 		l.Mu.Fill(1) // as if trained: static attention acts
 	}
+	torch.Settle() // unrelated garbage is freed now, not while we count
 	before := torch.LiveTensors()
 	img, err := m.GenerateLCP(r, a, enc)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/petermattis/goid"
 )
@@ -204,6 +205,22 @@ func setGradEnabled(on bool) (previous bool) {
 	}
 	mustLib("set_grad_enabled", C.lt_set_grad_enabled(v, &prev))
 	return prev != 0
+}
+
+// Settle runs the garbage collector until finalisers free no more
+// tensors, so that LiveTensors then counts only what is referenced: a test
+// of constant memory takes its baseline after it, and unrelated garbage
+// freed later cannot make the count move.
+func Settle() {
+	for prev := int64(-1); ; {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+		n := LiveTensors()
+		if n == prev {
+			return
+		}
+		prev = n
+	}
 }
 
 // Replace frees old and returns next, the tensor computed from it: a chain

@@ -11,6 +11,7 @@ import (
 )
 
 func TestScopeFreesAllButKept(t *testing.T) {
+	Settle()
 	base := LiveTensors()
 	var kept, inner *Tensor
 	func() {
@@ -59,6 +60,7 @@ func TestScopeFreesAllButKept(t *testing.T) {
 }
 
 func TestScopesAreGoroutineLocal(t *testing.T) {
+	Settle()
 	base := LiveTensors()
 	s := NewScope()
 	var other *Tensor
@@ -77,6 +79,7 @@ func TestScopesAreGoroutineLocal(t *testing.T) {
 }
 
 func TestFinaliserBackstop(t *testing.T) {
+	Settle()
 	base := LiveTensors()
 	for range 1000 {
 		Ones(8)
@@ -118,7 +121,7 @@ func TestLongLoopConstantMemory(t *testing.T) {
 	for range 200 { // warm up allocator caches
 		step()
 	}
-	runtime.GC()
+	Settle()
 	baseLive, baseRSS := LiveTensors(), rss(t)
 	for range 10000 {
 		step()
@@ -211,6 +214,7 @@ func TestNoGradHoldsAcrossCalls(t *testing.T) {
 }
 
 func TestPersistOutlivesScopes(t *testing.T) {
+	Settle()
 	base := LiveTensors()
 	var p *Tensor
 	func() {

@@ -158,38 +158,10 @@ func (m *Model) TextFeatures(ids *torch.Tensor) *torch.Tensor {
 	return m.TextProjection.Forward(out.Pooled)
 }
 
-// TextForward is the text tower as CLIPModel runs it with an attention
-// mask [B, L] (1 = token, 0 = padding) on top of the causal one, nil for
-// none. The mask only changes the hidden states at padded positions, which
-// then no longer attend to earlier padding; the end token, and so Pooled and
-// every embedding, sees no padding either way (TextEncoder.Forward is the
-// same without a mask).
+// TextForward is the text tower as CLIPModel runs it, with an attention
+// mask [B, L] (nil for none); see TextEncoder.ForwardMasked.
 func (m *Model) TextForward(ids, attentionMask *torch.Tensor) TextOutput {
-	if attentionMask == nil {
-		return m.Text.Forward(ids)
-	}
-	s := torch.NewScope()
-	defer s.Close()
-	t := m.Text
-	if dev := t.TokenEmbedding.Weight.Device(); ids.Device() != dev {
-		ids = ids.ToDevice(dev) // the tokenizer makes CPU ids
-	}
-	b, l := ids.Size(0), ids.Size(1)
-	h := t.TokenEmbedding.Forward(ids).Add(t.PositionEmbedding.Weight.Narrow(0, 0, l))
-	// Query i attends to key j when j <= i and j is a token: [B, 1, L, L].
-	keys := attentionMask.ToDevice(ids.Device()).NeScalar(0).View(b, 1, 1, l)
-	mask := causalMask(l, ids.Device()).LogicalAnd(keys)
-	hidden := []*torch.Tensor{h}
-	for _, layer := range t.Layers {
-		h = torch.Scoped(func() *torch.Tensor { return layer.Forward(h, mask) })
-		hidden = append(hidden, h)
-	}
-	last := t.FinalNorm.Forward(h)
-	out := TextOutput{LastHidden: s.Keep(last), Pooled: s.Keep(pool(last, t.poolIndex(ids)))}
-	for _, h := range hidden {
-		out.Hidden = append(out.Hidden, s.Keep(h))
-	}
-	return out
+	return m.Text.ForwardMasked(ids, attentionMask)
 }
 
 // ImageEmbeds is CLIPModel's image_embeds: ImageFeatures scaled to unit

@@ -85,20 +85,30 @@ func (m *TextEncoder) Free() {
 
 // Forward encodes token ids [B, L] (i64, L at most max_position_embeddings)
 // without an attention mask, as Stable Diffusion calls it.
-func (m *TextEncoder) Forward(ids *torch.Tensor) TextOutput {
+func (m *TextEncoder) Forward(ids *torch.Tensor) TextOutput { return m.ForwardMasked(ids, nil) }
+
+// ForwardMasked is Forward with an attention mask [B, L] (1 = token, 0 =
+// padding) on top of the causal one, as CLIPModel runs it for metrics; nil
+// for none. The mask changes only the hidden states at padded positions.
+func (m *TextEncoder) ForwardMasked(ids, attentionMask *torch.Tensor) TextOutput {
 	s := torch.NewScope()
 	defer s.Close()
 	if dev := m.TokenEmbedding.Weight.Device(); ids.Device() != dev {
 		ids = ids.ToDevice(dev) // the tokenizer makes CPU ids
 	}
-	l := ids.Size(1)
+	b, l := ids.Size(0), ids.Size(1)
 	// Position ids are 0..L-1, so their embeddings are the first L rows.
 	positions := m.PositionEmbedding.Weight.Narrow(0, 0, l) // [L, D]
 	h := m.TokenEmbedding.Forward(ids).Add(positions)       // [B, L, D]
-	causal := causalMask(l, ids.Device())
+	mask := causalMask(l, ids.Device())                     // [L, L]
+	if attentionMask != nil {
+		// Query i attends to key j when j <= i and j is a token: [B, 1, L, L].
+		keys := attentionMask.ToDevice(ids.Device()).NeScalar(0).View(b, 1, 1, l)
+		mask = mask.LogicalAnd(keys)
+	}
 	hidden := []*torch.Tensor{h}
 	for _, layer := range m.Layers {
-		h = torch.Scoped(func() *torch.Tensor { return layer.Forward(h, causal) })
+		h = torch.Scoped(func() *torch.Tensor { return layer.Forward(h, mask) })
 		hidden = append(hidden, h)
 	}
 	last := m.FinalNorm.Forward(h)
