@@ -15,10 +15,8 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
-	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
 	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
 	"github.com/lcpdiff/lcpdiff/internal/pipeline"
-	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"github.com/lcpdiff/lcpdiff/internal/train"
 )
 
@@ -132,7 +130,7 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		return err
 	}
 	defer batches.Close()
-	cond := newGroundingConditioner(m, a, cfg)
+	cond := train.NewGroundingConditioner(m, a, cfg)
 
 	ctx, stop := train.OnInterrupt(cmd.Context())
 	defer stop()
@@ -299,91 +297,4 @@ func (p *trainProgress) finish() {
 		p.bar.Exit()
 		fmt.Fprintln(p.w)
 	}
-}
-
-// groundingConditioner is train.TextConditioner plus the grounding half of
-// the LCP conditioner: each sample's subject boxes and phrases become
-// grounding tokens through the adapter's position net, with grad, so that
-// the position net and the gated fusers train. The text conditioner alone
-// leaves the adapter inert, and then nothing it has can learn. The static
-// references and image tokens (which need the static refiner and the CLIP
-// image encoder) are not made yet: static attention and the IP-Adapter
-// layers get no gradient.
-type groundingConditioner struct {
-	text    *train.TextConditioner
-	model   *pipeline.Model
-	adapter *lcp.Adapter
-	dropout float64       // ImageDropout: a sample's subjects are all dropped
-	objs    *torch.Tensor // the current batch's grounding tokens
-}
-
-func newGroundingConditioner(m *pipeline.Model, a *lcp.Adapter, cfg train.Config) *groundingConditioner {
-	return &groundingConditioner{
-		text: &train.TextConditioner{Model: m, Dropout: cfg.TextDropout}, model: m, adapter: a, dropout: cfg.ImageDropout,
-	}
-}
-
-// Condition implements train.Conditioner.
-func (c *groundingConditioner) Condition(b *train.Batch, gen *torch.Generator) (*torch.Tensor, error) {
-	embeds, err := c.text.Condition(b, gen)
-	if err != nil {
-		return nil, err
-	}
-	s := torch.NewScope()
-	defer s.Close()
-	rows := len(b.Captions)
-	// One draw per sample whatever the probability, as the text dropout
-	// does, so that the noise drawn after it does not depend on it.
-	u := torch.Rand(gen, int64(rows)).Float64s()
-	const slots = gligen.MaxObjects
-	dim := int(c.model.Text.Config.HiddenSize)
-	boxes, mask := make([]float32, rows*slots*4), make([]float32, rows*slots)
-	phrases := make([]float32, rows*slots*dim)
-	for i, subjects := range b.Subjects {
-		if u[i] < c.dropout || len(subjects) == 0 {
-			continue // mask 0: the position net's null tokens
-		}
-		subjects = subjects[:min(len(subjects), slots)]
-		names := make([]string, len(subjects))
-		for k, sub := range subjects {
-			names[k] = sub.Phrase
-			for j, v := range sub.Box {
-				boxes[(i*slots+k)*4+j] = float32(v)
-			}
-			mask[i*slots+k] = 1
-		}
-		copy(phrases[i*slots*dim:], c.phraseEmbeddings(names))
-	}
-	o := c.model.Options
-	n := int64(rows)
-	objs := c.adapter.Layout.Forward(
-		torch.New(boxes, n, slots, 4).ToOptions(o), torch.New(mask, n, slots).ToOptions(o),
-		torch.New(phrases, n, slots, int64(dim)).ToOptions(o),
-		o.Zeros(n, slots, c.adapter.Meta.StaticDim)) // no static features: the refiner does not run
-	c.objs = torch.Persist(objs)
-	c.adapter.Grounding.Set(c.objs, 1)
-	return embeds, nil
-}
-
-// phraseEmbeddings are the phrases' pooled text embeddings, row after row
-// (GLIGEN's phrase input): the final-normed hidden state at each phrase's
-// end token. The encoder is causal, so the padding after it changes nothing.
-func (c *groundingConditioner) phraseEmbeddings(phrases []string) []float32 {
-	s := torch.NewScope()
-	defer s.Close()
-	hidden := c.text.Encode(phrases) // [n, 77, D], no grad
-	tok := c.model.Tokenizer
-	rows := make([]*torch.Tensor, len(phrases))
-	for k, p := range phrases {
-		end := min(len(tok.Encode(p)), tok.MaxLength) - 1
-		rows[k] = hidden.Select(0, int64(k)).Select(0, int64(end))
-	}
-	return torch.Stack(rows, 0).To(torch.Float32).Float32s()
-}
-
-// Clear implements train.Conditioner.
-func (c *groundingConditioner) Clear() {
-	c.adapter.Grounding.Clear()
-	c.objs.Free()
-	c.objs = nil
 }
