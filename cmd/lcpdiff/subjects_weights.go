@@ -95,13 +95,7 @@ type subjectWeights struct {
 // load reads the weights in m's dtype and device and attaches the adapter
 // to m's UNet.
 func (w weightSpec) load(m *pipeline.Model) (*subjectWeights, error) {
-	var a *lcp.Adapter
-	var err error
-	if w.adapter != "" {
-		a, err = lcp.Load(w.adapter, m.UNet, m.Options)
-	} else {
-		a, err = lcp.FromParts(w.ipAdapter, w.gligen, m.UNet, m.Options)
-	}
+	a, err := loadAdapter(m, w.adapter, w.ipAdapter, w.gligen)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +110,17 @@ func (w weightSpec) load(m *pipeline.Model) (*subjectWeights, error) {
 		return nil, fmt.Errorf("image encoder %s: %w", w.imageEncoder, err)
 	}
 	return &subjectWeights{adapter: a, encoders: pipeline.Encoders{Vision: vision, Processor: proc}}, nil
+}
+
+// loadAdapter attaches an LCP adapter to m's UNet: the checkpoint at
+// adapter, or one assembled from public IP-Adapter Plus and GLIGEN weights
+// (both empty: a fresh adapter, inert until trained). generate and train
+// choose their adapter the same way.
+func loadAdapter(m *pipeline.Model, adapter, ipAdapter, gligen string) (*lcp.Adapter, error) {
+	if adapter != "" {
+		return lcp.Load(adapter, m.UNet, m.Options)
+	}
+	return lcp.FromParts(ipAdapter, gligen, m.UNet, m.Options)
 }
 
 // Free detaches the adapter from the UNet and releases every weight.

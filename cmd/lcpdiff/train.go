@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
-	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
 	"github.com/lcpdiff/lcpdiff/internal/pipeline"
 	"github.com/lcpdiff/lcpdiff/internal/train"
 )
@@ -114,13 +113,7 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		return err
 	}
 	defer m.Free()
-	var a *lcp.Adapter
-	if adapterPath != "" {
-		a, err = lcp.Load(adapterPath, m.UNet, m.Options)
-	} else {
-		// Empty paths give a fresh adapter, inert until it trains.
-		a, err = lcp.FromParts(ipPath, gligenDir, m.UNet, m.Options)
-	}
+	a, err := loadAdapter(m, adapterPath, ipPath, gligenDir)
 	if err != nil {
 		return err
 	}

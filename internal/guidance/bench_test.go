@@ -2,25 +2,15 @@ package guidance
 
 import (
 	"github.com/lcpdiff/lcpdiff/internal/torch"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
-	"github.com/lcpdiff/lcpdiff/internal/model/nn"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 )
 
-// vmHWM is the process's peak resident set in MiB (VmHWM).
+// vmHWM is the process's peak resident set in MiB.
 func vmHWM() float64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	mib, _ := torch.PeakRSS()
+	return mib
 }
 
 // BenchmarkGuidedStep compares, on the real SD1.5 UNet (random weights, f32)
@@ -32,10 +22,8 @@ func vmHWM() float64 {
 // clean peaks run each alone, e.g. -bench 'GuidedStep/guided-update'
 // -benchtime 1x (minutes on a CPU).
 func BenchmarkGuidedStep(b *testing.B) {
-	l := nn.NewLoader("unet", nn.Empty{}, torch.Options{})
-	l.Init = nn.RandomInit(0, 0.02)
-	u := unet.New(l.Root(), unet.SD15Config())
-	defer nn.Free(l.Params())
+	u := unet.NewRandom(unet.SD15Config(), 0, 0.02, torch.Options{})
+	defer u.Free()
 	gen := torch.NewGenerator(1)
 	defer gen.Close()
 	z := torch.Persist(torch.Randn(gen, 1, 4, 64, 64))

@@ -124,7 +124,7 @@ func (m *Model) groundingInputs(phrases []string, boxes [][4]float64, batch int,
 	dim := m.Text.Config.HiddenSize
 	emb = m.Options.Zeros(1, maxObjs, dim)
 	if n > 0 {
-		pooled := m.phraseEmbeddings(phrases) // [n, D]
+		pooled := m.PhraseEmbeddings(phrases) // [n, D]
 		emb = torch.Cat([]*torch.Tensor{pooled.Unsqueeze(0), m.Options.Zeros(1, maxObjs-int64(n), dim)}, 1)
 	}
 
@@ -139,11 +139,11 @@ func (m *Model) groundingInputs(phrases []string, boxes [][4]float64, batch int,
 	return s.Keep(b), s.Keep(mask), s.Keep(emb)
 }
 
-// phraseEmbeddings are the phrases' pooled text embeddings [n, D]: the
+// PhraseEmbeddings are the phrases' pooled text embeddings [n, D]: the
 // final-normed hidden state at each phrase's end token, as diffusers gets
 // them from tokenizer(phrases, padding=True) and CLIPTextModel's
 // pooler_output (no projection, no clip skip).
-func (m *Model) phraseEmbeddings(phrases []string) *torch.Tensor {
+func (m *Model) PhraseEmbeddings(phrases []string) *torch.Tensor {
 	ids, length, err := m.phraseIDs(phrases)
 	if err != nil {
 		panic(&torch.Error{Op: "gligen phrases", Msg: err.Error()})

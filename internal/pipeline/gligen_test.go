@@ -58,7 +58,7 @@ func TestGoldenGLIGENPhrases(t *testing.T) {
 		out := m.Text.Forward(golden.Tensor(t, f, "position_net.phrase_input_ids"))
 		defer out.Free()
 		golden.Compare(t, "position_net.phrase_last_hidden_state", out.LastHidden, golden.Tensor(t, f, "position_net.phrase_last_hidden_state"), 1e-5)
-		golden.Compare(t, "position_net.phrase_pooler_output", m.phraseEmbeddings([]string{"a dog", "a cat"}),
+		golden.Compare(t, "position_net.phrase_pooler_output", m.PhraseEmbeddings([]string{"a dog", "a cat"}),
 			golden.Tensor(t, f, "position_net.phrase_pooler_output"), 1e-5)
 	})
 }
@@ -70,8 +70,8 @@ func TestPhrasePaddingIsInvisible(t *testing.T) {
 	defer s.Close()
 	m := loadTinySD(t)
 	torch.NoGrad(func() {
-		alone := m.phraseEmbeddings([]string{"a dog"})
-		padded := m.phraseEmbeddings([]string{"a dog", "a very fluffy tabby cat sitting on a wall"}).Narrow(0, 0, 1)
+		alone := m.PhraseEmbeddings([]string{"a dog"})
+		padded := m.PhraseEmbeddings([]string{"a dog", "a very fluffy tabby cat sitting on a wall"}).Narrow(0, 0, 1)
 		golden.Compare(t, "phrase alone vs padded beside a longer one", padded, alone, 1e-6)
 	})
 }

@@ -137,13 +137,26 @@ func (m *Model) generate(r Text2Image) *torch.Tensor {
 
 // encodePrompt is the prompt's embeddings [1, 77, D].
 func (m *Model) encodePrompt(prompt string, clipSkip int, warn func(string)) *torch.Tensor {
+	return m.EncodePrompts([]string{prompt}, clipSkip, warn)
+}
+
+// EncodePrompts is the prompts' embeddings [B, 77, D] as diffusers'
+// encode_prompt makes them: padded to the tokenizer's length, truncated
+// with a warning (when warn is set), the last hidden state or, with
+// clipSkip, the final norm of an earlier layer. Generation and training
+// both encode through it.
+func (m *Model) EncodePrompts(prompts []string, clipSkip int, warn func(string)) *torch.Tensor {
 	s := torch.NewScope()
 	defer s.Close()
-	ids, truncated := m.Tokenizer.EncodePadded(prompt)
-	if truncated && warn != nil {
-		warn(fmt.Sprintf("prompt is longer than %d tokens and was truncated", m.Tokenizer.MaxLength))
+	ids := make([]int64, 0, len(prompts)*m.Tokenizer.MaxLength)
+	for _, p := range prompts {
+		padded, truncated := m.Tokenizer.EncodePadded(p)
+		if truncated && warn != nil {
+			warn(fmt.Sprintf("prompt is longer than %d tokens and was truncated", m.Tokenizer.MaxLength))
+		}
+		ids = append(ids, padded...)
 	}
-	out := m.Text.Forward(torch.New(ids, 1, int64(len(ids))))
+	out := m.Text.Forward(torch.New(ids, int64(len(prompts)), int64(m.Tokenizer.MaxLength)))
 	defer out.Free()
 	if clipSkip == 0 {
 		return s.Keep(out.LastHidden.Clone())

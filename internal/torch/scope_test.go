@@ -273,3 +273,10 @@ func TestThreadCountOnEveryOSThread(t *testing.T) {
 		}
 	}
 }
+
+func TestPeakRSS(t *testing.T) {
+	mib, err := PeakRSS()
+	if err != nil || mib < float64(rss(t))/(1<<20)-1 {
+		t.Fatalf("peak RSS %.1f MiB (%v) below the current %.1f MiB", mib, err, float64(rss(t))/(1<<20))
+	}
+}

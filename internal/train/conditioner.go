@@ -56,18 +56,7 @@ func (c *TextConditioner) Prompts(captions []string, gen *torch.Generator) []str
 // frozen. Long prompts are truncated silently, as diffusers' training
 // scripts do.
 func (c *TextConditioner) Encode(prompts []string) *torch.Tensor {
-	m := c.Model
-	ids := make([]int64, 0, len(prompts)*m.Tokenizer.MaxLength)
-	for _, p := range prompts {
-		padded, _ := m.Tokenizer.EncodePadded(p)
-		ids = append(ids, padded...)
-	}
 	var embeds *torch.Tensor
-	torch.NoGrad(func() {
-		s := torch.NewScope()
-		defer s.Close()
-		out := m.Text.Forward(torch.New(ids, int64(len(prompts)), int64(m.Tokenizer.MaxLength)))
-		embeds = s.Keep(out.LastHidden) // the scope frees the other outputs
-	})
+	torch.NoGrad(func() { embeds = c.Model.EncodePrompts(prompts, 0, nil) })
 	return embeds
 }

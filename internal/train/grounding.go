@@ -74,19 +74,13 @@ func (c *GroundingConditioner) Condition(b *Batch, gen *torch.Generator) (*torch
 }
 
 // phraseEmbeddings are the phrases' pooled text embeddings, row after row
-// (GLIGEN's phrase input): the final-normed hidden state at each phrase's
-// end token. The encoder is causal, so the padding after it changes nothing.
+// (GLIGEN's phrase input), computed as generation computes them.
 func (c *GroundingConditioner) phraseEmbeddings(phrases []string) []float32 {
-	s := torch.NewScope()
-	defer s.Close()
-	hidden := c.text.Encode(phrases) // [n, 77, D], no grad
-	tok := c.model.Tokenizer
-	rows := make([]*torch.Tensor, len(phrases))
-	for k, p := range phrases {
-		end := min(len(tok.Encode(p)), tok.MaxLength) - 1
-		rows[k] = hidden.Select(0, int64(k)).Select(0, int64(end))
-	}
-	return torch.Stack(rows, 0).To(torch.Float32).Float32s()
+	var rows []float32
+	torch.NoGrad(func() {
+		rows = torch.Scoped(func() *torch.Tensor { return c.model.PhraseEmbeddings(phrases) }).Float32s()
+	})
+	return rows
 }
 
 // Clear implements train.Conditioner.

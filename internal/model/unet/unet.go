@@ -102,6 +102,16 @@ func FromSource(src nn.Source, c Config, opts torch.Options) (u *UNet, err error
 	return u, nil
 }
 
+// NewRandom builds the network with every weight drawn from N(0, std^2):
+// a stand-in of real size for benchmarks, with no checkpoint to download.
+func NewRandom(c Config, seed uint64, std float64, opts torch.Options) *UNet {
+	l := nn.NewLoader("unet", nn.Empty{}, opts)
+	l.Init = nn.RandomInit(seed, std)
+	u := New(l.Root(), c)
+	u.params = l.Params()
+	return u
+}
+
 // Free releases the weights.
 func (u *UNet) Free() { nn.Free(u.params) }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -434,21 +433,6 @@ func randomWeights(c Config, seed uint64) memSource {
 	return w
 }
 
-// peakRSS is the process's resident-set high-water mark (VmHWM) in MiB.
-func peakRSS() (float64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
-}
-
 // BenchmarkDecoder decodes a 1x4x64x64 latent (a 512x512 image) with the
 // real SD 1.5 VAE's sizes and random weights, in f32 without autograd.
 func BenchmarkDecoder(b *testing.B) {
@@ -465,7 +449,7 @@ func BenchmarkDecoder(b *testing.B) {
 	}
 	defer nn.Free(loader.Params())
 	z := torch.Randn(torch.NewGenerator(1), 1, c.LatentChannels, 64, 64)
-	before, err := peakRSS()
+	before, err := torch.PeakRSS()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -476,7 +460,7 @@ func BenchmarkDecoder(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	rss, err := peakRSS()
+	rss, err := torch.PeakRSS()
 	if err != nil {
 		b.Fatal(err)
 	}
