@@ -8,6 +8,7 @@ import (
 	"github.com/lcpdiff/lcpdiff/internal/model/clip"
 	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
 	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
+	"github.com/lcpdiff/lcpdiff/internal/model/nn"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
@@ -141,7 +142,10 @@ func (m *Model) conditionAdapter(r LCP, a *lcp.Adapter, enc Encoders) (err error
 			uncond = torch.Persist(zeroImageHidden(enc))
 		}
 	})
-	defer freeAll(statics, hidden, uncond)
+	// The parts keep their own copies of what is made here.
+	defer nn.Free(statics)
+	defer nn.Free(hidden)
+	defer uncond.Free()
 
 	rows := int64(r.Batch)
 	weights := make([]float32, 0, 2*rows)
@@ -277,19 +281,4 @@ func maskTensor(m *data.Gray) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
 		return torch.New(m.Pix, 1, 1, int64(m.H), int64(m.W)).GtScalar(0).To(torch.Float32)
 	})
-}
-
-// freeAll frees what conditionAdapter made for the parts, which keep their
-// own copies.
-func freeAll(groups ...any) {
-	for _, g := range groups {
-		switch v := g.(type) {
-		case []*torch.Tensor:
-			for _, t := range v {
-				t.Free()
-			}
-		case *torch.Tensor:
-			v.Free()
-		}
-	}
 }
