@@ -222,6 +222,19 @@ lt_error lt_dist_broadcast(lt_process_group pg, const lt_tensor *ts, int n, int 
 lt_error lt_dist_barrier(lt_process_group pg);
 void lt_dist_free(lt_process_group pg);
 
+/* ---- TorchScript modules (jit.cpp) ----
+ * A module saved by torch.jit.save, loaded with torch::jit::load onto one
+ * device and put in eval mode. forward runs without recording gradients
+ * (its own guard, whatever the calling thread's grad mode) and returns a
+ * tensor, or a tuple or list of tensors, as up to cap handles in outs; any
+ * other result is an error and no handle is made. */
+typedef struct lt_module_s *lt_module;
+lt_error lt_jit_load(const char *path, int device_type, int device_index, lt_module *out);
+void lt_jit_free(lt_module m);
+lt_error lt_jit_forward(lt_module m, const lt_tensor *inputs, int nin, lt_tensor *outs, int cap,
+                        int *nout);
+/* ---- end of TorchScript modules ---- */
+
 #ifdef __cplusplus
 }
 #endif
