@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -15,6 +16,9 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
+	"github.com/lcpdiff/lcpdiff/internal/model/clip"
+	"github.com/lcpdiff/lcpdiff/internal/model/ipadapter"
+	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
 	"github.com/lcpdiff/lcpdiff/internal/pipeline"
 	"github.com/lcpdiff/lcpdiff/internal/train"
 )
@@ -25,6 +29,7 @@ var trainFlags = []flagSpec{
 	{"adapter", "", "", "LCP adapter checkpoint to start from (default: a fresh adapter)"},
 	{"ip-adapter", "", "", "public IP-Adapter Plus weights to start the adapter from (instead of --adapter)"},
 	{"gligen", "", "", "diffusers GLIGEN unet/ folder to start the grounding layers from (instead of --adapter)"},
+	{"image-encoder", "", "", "CLIP image encoder folder for the lcp conditioner (default: image_encoder/ in the model folder)"},
 	{"tokenizer", "", "", "tokenizer folder for a single-file checkpoint (default: tokenizer/ beside it)"},
 	{"device", "", "cpu", "cpu, cuda or cuda:N"},
 	{"quiet", "q", false, "no progress bar"},
@@ -77,9 +82,6 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
-	if cfg.SampleEvery > 0 {
-		fmt.Fprintln(stderr, "warning: sample_every: train renders no samples yet; the key is ignored")
-	}
 	manifestPath := v.GetString("data")
 	if manifestPath == "" {
 		return errors.New("no data: give --data MANIFEST (e.g. train.jsonl of `lcpdiff data toyworld`)")
@@ -113,7 +115,19 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		return err
 	}
 	defer m.Free()
-	a, err := loadAdapter(m, adapterPath, ipPath, gligenDir)
+	var enc pipeline.Encoders
+	if cfg.Conditioner == "lcp" {
+		if enc, err = trainEncoders(v.GetString("image-encoder"), modelPath, m); err != nil {
+			return err
+		}
+		defer enc.Vision.Free()
+	}
+	var a *lcp.Adapter
+	if adapterPath == "" && ipPath == "" && gligenDir == "" {
+		a, err = lcp.Fresh(m.UNet, freshResampler(cfg.Resampler, enc, m), m.Options)
+	} else {
+		a, err = loadAdapter(m, adapterPath, ipPath, gligenDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -123,12 +137,29 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		return err
 	}
 	defer batches.Close()
-	cond := train.NewGroundingConditioner(m, a, cfg)
+	var cond train.Conditioner
+	switch cfg.Conditioner {
+	case "lcp":
+		if cond, err = train.NewLCPConditioner(m, a, enc, cfg); err != nil {
+			return err
+		}
+	case "grounding":
+		cond = train.NewGroundingConditioner(m, a, cfg)
+	default:
+		cond = &train.TextConditioner{Model: m, Dropout: cfg.TextDropout}
+	}
 
 	ctx, stop := train.OnInterrupt(cmd.Context())
 	defer stop()
 	progress := newTrainProgress(stderr, v.GetBool("quiet"))
 	hooks := train.Hooks{Progress: progress.update, Logf: progress.logf}
+	if cfg.SampleEvery > 0 {
+		samples, err := newTrainSamples(m, a, enc, manifest, cfg)
+		if err != nil {
+			return err
+		}
+		hooks.Sample = samples.render
+	}
 	start := time.Now()
 	err = train.Run(ctx, cfg, m, a, batches, cond, hooks)
 	progress.finish()
@@ -290,4 +321,49 @@ func (p *trainProgress) finish() {
 		p.bar.Exit()
 		fmt.Fprintln(p.w)
 	}
+}
+
+// trainEncoders loads the image encoder the lcp conditioner feeds the
+// subjects' dynamic views to: the --image-encoder folder, or the model
+// folder's image_encoder/.
+func trainEncoders(dir, modelPath string, m *pipeline.Model) (pipeline.Encoders, error) {
+	if dir == "" {
+		dir = filepath.Join(modelPath, "image_encoder")
+		if _, err := os.Stat(dir); err != nil {
+			return pipeline.Encoders{}, fmt.Errorf("the lcp conditioner needs an image encoder: give --image-encoder (none in %s)", modelPath)
+		}
+	}
+	proc, err := imageProcessor(dir)
+	if err != nil {
+		return pipeline.Encoders{}, err
+	}
+	vision, err := clip.LoadVisionEncoder(dir, m.Options)
+	if err != nil {
+		return pipeline.Encoders{}, fmt.Errorf("image encoder %s: %w", dir, err)
+	}
+	return pipeline.Encoders{Vision: vision, Processor: proc}, nil
+}
+
+// freshResampler sizes the resampler of an adapter trained from scratch:
+// IP-Adapter Plus SD 1.5's, over the image encoder's width when one is
+// loaded, with the fields the configuration sets replaced.
+func freshResampler(s train.ResamplerSize, enc pipeline.Encoders, m *pipeline.Model) ipadapter.ResamplerConfig {
+	r := lcp.DefaultResampler(m.UNet.Config.CrossAttentionDim)
+	if enc.Vision != nil {
+		r.EmbeddingDim = enc.Vision.Config.HiddenSize
+	}
+	for _, f := range []struct {
+		dst *int64
+		v   int64
+	}{
+		{&r.Dim, s.Dim}, {&r.Heads, s.Heads}, {&r.DimHead, s.DimHead}, {&r.NumQueries, s.Queries}, {&r.FFMult, s.FFMult},
+	} {
+		if f.v > 0 {
+			*f.dst = f.v
+		}
+	}
+	if s.Depth > 0 {
+		r.Depth = s.Depth
+	}
+	return r
 }

@@ -40,7 +40,7 @@ func TestTrainAndResume(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "run")
 	cfg := writeConfig(t,
 		"steps: 3", "batch_size: 2", "resolution: 64", "lr: 1.0e-4", "log_every: 1",
-		"checkpoint_every: 0", `trainable: ["position_net.*", "*fuser*"]`,
+		"checkpoint_every: 0", "conditioner: grounding", `trainable: ["position_net.*", "*fuser*"]`,
 		"out_dir: "+out, "data: "+manifest) // a flag's key beside the training keys
 	model := golden.Path(t, "tiny-sd")
 

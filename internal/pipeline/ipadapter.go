@@ -71,23 +71,32 @@ func (m *Model) GenerateWithImages(r ImagePrompt, a *ipadapter.Adapter) (images 
 
 // setImageCondition hands the adapter the subjects' image tokens and boxes
 // for the request's UNet calls.
-func (m *Model) setImageCondition(r ImagePrompt, a *ipadapter.Adapter) (err error) {
+func (m *Model) setImageCondition(r ImagePrompt, a *ipadapter.Adapter) error {
+	lh, lw := m.latentSize(r.Text2Image)
+	var err error
+	torch.NoGrad(func() { err = m.setImageTokens(a, r.Subjects, r.Uncond, r.Boxes, r.Batch, lh, lw) })
+	return err
+}
+
+// setImageTokens distils each subject's image-encoder states [V, S, E]
+// into image tokens for batch rows (and, given the zero image's states,
+// the unconditional tokens) and hands them to a with the boxes. The
+// resampler runs with autograd as the caller has it: training trains it.
+func (m *Model) setImageTokens(a *ipadapter.Adapter, subjects []*torch.Tensor, uncond *torch.Tensor, boxes [][4]float64, batch int, lh, lw int64) (err error) {
 	defer torch.Recover(&err)
 	s := torch.NewScope() // the adapter keeps its own copies
 	defer s.Close()
-	c := ipadapter.Condition{Boxes: r.Boxes, LatentH: int64(r.Height / 8), LatentW: int64(r.Width / 8)}
-	batch := int64(r.Batch)
-	torch.NoGrad(func() {
-		for _, hidden := range r.Subjects {
-			hidden = hidden.ToOptions(m.Options)
-			c.Subjects = append(c.Subjects, a.ImageTokens(hidden).Repeat(batch, 1, 1))
-			if r.Uncond != nil {
-				// As many zero images as the subject has views: the
-				// resampler sees as many tokens in both branches.
-				zeros := r.Uncond.ToOptions(m.Options).Repeat(hidden.Size(0), 1, 1)
-				c.Uncond = append(c.Uncond, a.ImageTokens(zeros).Repeat(batch, 1, 1))
-			}
+	c := ipadapter.Condition{Boxes: boxes, LatentH: lh, LatentW: lw}
+	rows := int64(batch)
+	for _, hidden := range subjects {
+		hidden = hidden.ToOptions(m.Options)
+		c.Subjects = append(c.Subjects, a.ImageTokens(hidden).Repeat(rows, 1, 1))
+		if uncond != nil {
+			// As many zero images as the subject has views: the
+			// resampler sees as many tokens in both branches.
+			zeros := uncond.ToOptions(m.Options).Repeat(hidden.Size(0), 1, 1)
+			c.Uncond = append(c.Uncond, a.ImageTokens(zeros).Repeat(rows, 1, 1))
 		}
-	})
+	}
 	return a.SetCondition(c)
 }

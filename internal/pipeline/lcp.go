@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
@@ -8,7 +9,6 @@ import (
 	"github.com/lcpdiff/lcpdiff/internal/model/clip"
 	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
 	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
-	"github.com/lcpdiff/lcpdiff/internal/model/nn"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
@@ -92,7 +92,7 @@ func (m *Model) GenerateLCP(r LCP, a *lcp.Adapter, enc Encoders) (images *torch.
 	}
 	s := torch.NewScope()
 	defer s.Close()
-	defer m.resetAdapter(a)
+	defer m.ResetAdapter(a)
 	if err := m.conditionAdapter(r, a, enc); err != nil {
 		return nil, err
 	}
@@ -112,79 +112,144 @@ func (m *Model) GenerateLCP(r LCP, a *lcp.Adapter, enc Encoders) (images *torch.
 // tokens, grounding tokens) and hands the parts their state.
 func (m *Model) conditionAdapter(r LCP, a *lcp.Adapter, enc Encoders) (err error) {
 	defer torch.Recover(&err)
-	guided := r.CFGScale > 1
-	boxes := make([][4]float64, len(r.Subjects))
-	phrases := make([]string, len(r.Subjects))
-	var refs []*lcp.Reference
-	var statics, hidden []*torch.Tensor
-	var uncond *torch.Tensor
+	c := AdapterCondition{
+		Batch: r.Batch, Guided: r.CFGScale > 1, IPScale: r.IPScale, StaticScale: r.StaticScale,
+		RegionRestrict: r.RegionRestrict, GroundingBeta: gligen.ScheduledBeta(r.GroundingTau, 0, r.Steps),
+	}
+	c.LatentH, c.LatentW = m.latentSize(r.Text2Image)
+	defer func() {
+		if err != nil {
+			c.free(true) // what was encoded before the failure
+		}
+	}()
 	torch.NoGrad(func() {
-		for k, sub := range r.Subjects {
-			boxes[k] = sub.Box
-			phrases[k] = sub.Phrase
-			if phrases[k] == "" {
-				phrases[k] = sub.Words
-			}
+		for _, sub := range r.Subjects {
 			views := make([]*data.RGB, len(sub.References))
 			for v, img := range sub.References {
-				var mask *data.Gray
-				if sub.Masks != nil {
-					mask = sub.Masks[v]
-				}
-				views[v] = whiten(img, mask)
+				views[v] = whiten(img, maskOf(sub, v))
 			}
-			ref := m.refine(a, views[0], maskOf(sub, 0), sub.Category, r.Width, r.Height)
-			refs = append(refs, ref)
-			statics = append(statics, torch.Persist(a.Projection.Forward(ref)))
-			hidden = append(hidden, torch.Persist(encodeViews(enc, views)))
+			phrase := cmp.Or(sub.Phrase, sub.Words)
+			e := m.EncodeSubject(enc, views[0], maskOf(sub, 0), views, sub.Category, r.Width, r.Height)
+			e.Box, e.Phrase = sub.Box, phrase
+			c.Subjects = append(c.Subjects, e)
 		}
-		if guided {
-			uncond = torch.Persist(zeroImageHidden(enc))
+		if c.Guided {
+			c.Uncond = torch.Persist(zeroImageHidden(enc))
 		}
 	})
-	// The parts keep their own copies of what is made here.
-	defer nn.Free(statics)
-	defer nn.Free(hidden)
-	defer uncond.Free()
+	return m.ConditionAdapter(a, c)
+}
 
-	rows := int64(r.Batch)
+// EncodedSubject is one subject after the frozen encoders.
+type EncodedSubject struct {
+	Reference *lcp.Reference // the static refiner's features
+	Hidden    *torch.Tensor  // the image encoder's penultimate states of its views [V, S, E]
+	Box       [4]float64     // normalised x0, y0, x1, y1
+	Phrase    string         // the grounding phrase
+}
+
+// AdapterCondition is everything an LCP adapter is conditioned on for a
+// run of UNet calls: a generation's, or a training micro-batch's.
+type AdapterCondition struct {
+	Subjects []EncodedSubject
+	// Uncond is the zero image's hidden states [1, S, E], for the
+	// unconditional rows of classifier-free guidance; set when Guided.
+	Uncond *torch.Tensor
+	// Batch is the number of conditional rows; Guided doubles the UNet's
+	// batch with as many unconditional rows before them.
+	Batch            int
+	Guided           bool
+	IPScale          float64 // lambda
+	StaticScale      float64 // alpha
+	GroundingBeta    float64 // the gated fusers' beta for the first step
+	RegionRestrict   bool
+	LatentH, LatentW int64
+}
+
+// free releases the encodings: the hidden states always (the adapter
+// keeps its own tokens), the references when asked.
+func (c *AdapterCondition) free(refsToo bool) {
+	for _, e := range c.Subjects {
+		e.Hidden.Free()
+		if refsToo && e.Reference != nil {
+			e.Reference.Free()
+		}
+	}
+	c.Uncond.Free()
+}
+
+// EncodeSubject runs the frozen encoders on one subject: the static detail
+// refiner on its static view (background already white) and mask at the
+// generation's size, and the image encoder on its dynamic views.
+func (m *Model) EncodeSubject(enc Encoders, static *data.RGB, mask *data.Gray, dynamic []*data.RGB, category string, w, h int) EncodedSubject {
+	var e EncodedSubject
+	torch.NoGrad(func() {
+		e.Reference = m.refine(static, mask, category, w, h)
+		e.Hidden = torch.Persist(encodeViews(enc, dynamic))
+	})
+	return e
+}
+
+// ConditionAdapter hands every part of a its state for c: the static
+// references, the image tokens and the grounding tokens. It consumes c:
+// the state owns the references from then on, and the hidden states are
+// freed once distilled. The trainable parts (static projection,
+// resampler, layout module) run with autograd as the caller has it, so
+// that training gets their gradients; ResetAdapter undoes it all.
+func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error) {
+	defer torch.Recover(&err)
+	// On failure the references go too: freeing twice, here and in
+	// ResetAdapter, is harmless.
+	defer func() { c.free(err != nil) }()
+	s := torch.NewScope()
+	defer s.Close()
+	n := len(c.Subjects)
+	boxes := make([][4]float64, n)
+	phrases := make([]string, n)
+	refs := make([]*lcp.Reference, n)
+	hidden := make([]*torch.Tensor, n)
+	var statics []*torch.Tensor
+	for k, e := range c.Subjects {
+		boxes[k], phrases[k], refs[k], hidden[k] = e.Box, e.Phrase, e.Reference, e.Hidden
+		statics = append(statics, a.Projection.Forward(e.Reference))
+	}
+
+	rows := int64(c.Batch)
 	weights := make([]float32, 0, 2*rows)
-	if guided {
+	if c.Guided {
 		weights = append(weights, make([]float32, rows)...)
 	}
 	for range rows {
 		weights = append(weights, 1)
 	}
 	*a.State = lcp.StaticState{
-		Alpha: r.StaticScale, Subjects: refs, Boxes: boxes, Restrict: r.RegionRestrict,
-		Rows: torch.Persist(torch.New(weights)), LatentH: int64(r.Height / 8), LatentW: int64(r.Width / 8),
+		Alpha: c.StaticScale, Subjects: refs, Boxes: boxes, Restrict: c.RegionRestrict,
+		Rows: torch.Persist(torch.New(weights)), LatentH: c.LatentH, LatentW: c.LatentW,
 	}
 
-	ip := ImagePrompt{Text2Image: r.Text2Image, Subjects: hidden, Uncond: uncond, Scale: r.IPScale}
-	if r.RegionRestrict {
-		ip.Boxes = boxes
+	var ipBoxes [][4]float64
+	if c.RegionRestrict {
+		ipBoxes = boxes
 	}
-	a.IP.Scale = r.IPScale
-	if err := m.setImageCondition(ip, a.IP); err != nil {
+	a.IP.Scale = c.IPScale
+	if err := m.setImageTokens(a.IP, hidden, c.Uncond, ipBoxes, c.Batch, c.LatentH, c.LatentW); err != nil {
 		return err
 	}
 
-	torch.NoGrad(func() {
-		b, mask, emb := m.groundingInputs(phrases, boxes, r.Batch, guided)
-		st := m.Options.Zeros(b.Size(0), gligen.MaxObjects, a.Meta.StaticDim)
-		if len(statics) > 0 {
-			cs := torch.Cat(statics, 0).Unsqueeze(0).ToOptions(m.Options) // [1, K, Ds]
-			rest := m.Options.Zeros(1, gligen.MaxObjects-int64(len(statics)), a.Meta.StaticDim)
-			st = torch.Cat([]*torch.Tensor{cs, rest}, 1).Repeat(b.Size(0), 1, 1)
-		}
-		objs := torch.Persist(a.Layout.Forward(b, mask, emb, st))
-		a.Grounding.Set(objs, gligen.ScheduledBeta(r.GroundingTau, 0, r.Steps))
-	})
+	b, mask, emb := m.groundingInputs(phrases, boxes, c.Batch, c.Guided)
+	st := m.Options.Zeros(b.Size(0), gligen.MaxObjects, a.Meta.StaticDim)
+	if len(statics) > 0 {
+		cs := torch.Cat(statics, 0).Unsqueeze(0).ToOptions(m.Options) // [1, K, Ds]
+		rest := m.Options.Zeros(1, gligen.MaxObjects-int64(len(statics)), a.Meta.StaticDim)
+		st = torch.Cat([]*torch.Tensor{cs, rest}, 1).Repeat(b.Size(0), 1, 1)
+	}
+	objs := torch.Persist(a.Layout.Forward(b, mask, emb, st))
+	a.Grounding.Set(objs, c.GroundingBeta)
 	return nil
 }
 
-// resetAdapter clears every per-generation state of a.
-func (m *Model) resetAdapter(a *lcp.Adapter) {
+// ResetAdapter clears every per-run state of a.
+func (m *Model) ResetAdapter(a *lcp.Adapter) {
 	a.IP.ClearCondition()
 	if c := a.Grounding.Condition(); c.Objs != nil {
 		c.Objs.Free()
@@ -201,7 +266,7 @@ func (m *Model) resetAdapter(a *lcp.Adapter) {
 
 // refine runs the static detail refiner on a whitened view at the
 // generation's size.
-func (m *Model) refine(a *lcp.Adapter, view *data.RGB, mask *data.Gray, category string, w, h int) *lcp.Reference {
+func (m *Model) refine(view *data.RGB, mask *data.Gray, category string, w, h int) *lcp.Reference {
 	s := torch.NewScope()
 	defer s.Close()
 	pixels := toTensor(view.Resize(w, h, data.Bicubic)).ToOptions(m.Options) // [1, 3, H, W] in [-1, 1]

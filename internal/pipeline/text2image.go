@@ -17,7 +17,7 @@ type Text2Image struct {
 	Width, Height          int     // pixels, multiples of 8
 	Batch                  int     // images per prompt
 	ClipSkip               int     // text layers to skip at the end (0: last hidden state)
-	// Latents, when set, are the initial latents [Batch, C, Height/8, Width/8]
+	// Latents, when set, are the initial latents [Batch, C, Height/f, Width/f], f the VAE's Downsampling
 	// instead of noise drawn from Seed.
 	Latents *torch.Tensor
 
@@ -84,7 +84,8 @@ func (m *Model) generate(r Text2Image) *torch.Tensor {
 	}
 	gen := torch.NewGenerator(r.Seed)
 	defer gen.Close()
-	shape := []int64{int64(r.Batch), m.UNet.Config.InChannels, int64(r.Height / 8), int64(r.Width / 8)}
+	h, w := m.latentSize(r)
+	shape := []int64{int64(r.Batch), m.UNet.Config.InChannels, h, w}
 	var latents *torch.Tensor
 	if r.Latents != nil {
 		if got := r.Latents.Shape(); fmt.Sprint(got) != fmt.Sprint(shape) {
@@ -162,4 +163,10 @@ func (m *Model) EncodePrompts(prompts []string, clipSkip int, warn func(string))
 		return s.Keep(out.LastHidden.Clone())
 	}
 	return s.Keep(m.Text.PromptEmbeds(out, clipSkip))
+}
+
+// latentSize is the latent height and width of r's images.
+func (m *Model) latentSize(r Text2Image) (h, w int64) {
+	f := m.VAE.Config.Downsampling()
+	return int64(r.Height / f), int64(r.Width / f)
 }

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
@@ -30,6 +31,16 @@ type Subject struct {
 	// subject in another frame of the clip, or for an image sample its
 	// segment after colour jitter and geometric augmentation.
 	Dynamic *torch.Tensor
+	// Views are the same references as decoded images, which the LCP
+	// conditioner hands to the encoders exactly as generation does.
+	Views SubjectViews
+}
+
+// SubjectViews are a subject's references as images: Static (background
+// white) with its Mask, and Dynamic.
+type SubjectViews struct {
+	Static, Dynamic *data.RGB
+	Mask            *data.Gray
 }
 
 // Free releases the batch's tensors.

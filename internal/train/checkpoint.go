@@ -16,6 +16,8 @@ import (
 //
 //	adapter.safetensors  every adapter parameter by its key (lcp.Load reads
 //	                     it, so a checkpoint is also a model to generate with)
+//	unet.safetensors     the UNet's weights by their diffusers keys, when
+//	                     any of them trains (the toy world's recipe)
 //	optimizer.bin        the AdamW state, libtorch's archive (torch.AdamW.State)
 //	state.json           the step, the data position, the generator state
 //
@@ -27,6 +29,7 @@ import (
 const (
 	checkpointsDir = "checkpoints"
 	adapterFile    = "adapter.safetensors"
+	unetFile       = "unet.safetensors"
 	optimizerFile  = "optimizer.bin"
 	stateFile      = "state.json"
 	stepPrefix     = "step-"
@@ -106,6 +109,11 @@ func (t *trainer) writeCheckpoint(dir string) error {
 	if err := t.saveAdapter(filepath.Join(dir, adapterFile)); err != nil {
 		return err
 	}
+	if t.trains(UNetPrefix) {
+		if err := torch.SaveSafetensors(filepath.Join(dir, unetFile), t.model.UNet.Params(), map[string]string{"format": "pt"}); err != nil {
+			return err
+		}
+	}
 	if err := writeFileAtomic(filepath.Join(dir, optimizerFile), t.opt.State()); err != nil {
 		return err
 	}
@@ -159,8 +167,13 @@ func (t *trainer) loadCheckpoint(dir string) (checkpointState, error) {
 	if !slices.Equal(st.Trainable, t.train.keys) {
 		return st, fmt.Errorf("train: resume %s: it trained %d parameters, this run trains %d other ones: keep trainable as it was", dir, len(st.Trainable), len(t.train.keys))
 	}
-	if err := t.loadAdapter(filepath.Join(dir, adapterFile)); err != nil {
+	if err := loadParams(filepath.Join(dir, adapterFile), t.adapter.Params(), "the adapter"); err != nil {
 		return st, fmt.Errorf("train: resume %s: %w", dir, err)
+	}
+	if t.trains(UNetPrefix) {
+		if err := loadParams(filepath.Join(dir, unetFile), t.model.UNet.Params(), "the UNet"); err != nil {
+			return st, fmt.Errorf("train: resume %s: %w", dir, err)
+		}
 	}
 	opt, err := os.ReadFile(filepath.Join(dir, optimizerFile))
 	if err != nil {
@@ -183,18 +196,18 @@ func (t *trainer) loadCheckpoint(dir string) (checkpointState, error) {
 	return st, nil
 }
 
-// loadAdapter copies every adapter parameter from the checkpoint into the
-// live tensors (which the optimizer holds), frozen ones included: those
-// an initialiser drew at random must match too.
-func (t *trainer) loadAdapter(path string) error {
+// loadParams copies every parameter of named (the adapter's or the
+// UNet's) from the checkpoint file into the live tensors, which the
+// optimizer holds; frozen ones too, as those an initialiser drew at random
+// must match as well.
+func loadParams(path string, named map[string]*torch.Tensor, what string) error {
 	f, err := torch.OpenSafetensors(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	named := t.adapter.Params()
 	if n := len(f.Header.Tensors); n != len(named) {
-		return fmt.Errorf("%s holds %d tensors, the adapter has %d parameters", path, n, len(named))
+		return fmt.Errorf("%s holds %d tensors, %s has %d parameters", path, n, what, len(named))
 	}
 	for key, p := range named {
 		src, err := f.Tensor(key)
@@ -203,7 +216,7 @@ func (t *trainer) loadAdapter(path string) error {
 		}
 		if got, want := src.Shape(), p.Shape(); !slices.Equal(got, want) {
 			src.Free()
-			return fmt.Errorf("%s is %v in the checkpoint, %v in the adapter", key, got, want)
+			return fmt.Errorf("%s is %v in the checkpoint, %v in %s", key, got, want, what)
 		}
 		err = torch.Try(func() { torch.NoGrad(func() { p.CopyFrom(src) }) })
 		src.Free()

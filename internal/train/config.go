@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
+	"strings"
 )
 
 // Config is one training run, read from YAML by the caller (viper; keys
@@ -50,24 +52,46 @@ type Config struct {
 	Trainable []string `mapstructure:"trainable"`
 	// Resolution is the side of the square training images, in pixels.
 	Resolution int `mapstructure:"resolution"`
+	// Conditioner is what the UNet sees besides the noisy latent: "lcp",
+	// the paper's condition (captions, static references, image tokens,
+	// grounding tokens; one sample per micro-batch), "grounding" (captions
+	// and the grounding tokens of boxes and phrases) or "text" (captions).
+	Conditioner string `mapstructure:"conditioner"`
+	// Resampler sizes the resampler of an adapter trained from scratch;
+	// zero fields keep IP-Adapter Plus SD 1.5's.
+	Resampler ResamplerSize `mapstructure:"resampler"`
 	// Resume is a checkpoint folder to continue from, or "latest" for the
 	// newest one under OutDir; empty starts afresh.
 	Resume string `mapstructure:"resume"`
 }
+
+// ResamplerSize is the shape of a fresh adapter's resampler.
+type ResamplerSize struct {
+	Dim     int64 `mapstructure:"dim"`      // width of its latents
+	Depth   int   `mapstructure:"depth"`    // attention + feed-forward blocks
+	Heads   int64 `mapstructure:"heads"`    // attention heads
+	DimHead int64 `mapstructure:"dim_head"` // width of a head
+	Queries int64 `mapstructure:"queries"`  // image tokens per subject
+	FFMult  int64 `mapstructure:"ff_mult"`  // feed-forward expansion
+}
+
+// Conditioners are the values Config.Conditioner takes.
+var Conditioners = []string{"lcp", "grounding", "text"}
 
 // AdapterTrainable is the paper's recipe: every parameter of the LCP
 // adapter trains (resampler, dynamic, static and grounding attention, the
 // layout-aware MLPs, the static projection) and nothing of the base model.
 var AdapterTrainable = []string{"static.*", "image_proj.*", "ip_adapter.*", "position_net.*", "*fuser*", "static_projection.*"}
 
-// Defaults is the paper's setup (IV-A) at one GPU's batch: AdamW at a
+// Defaults is the paper's setup (IV-A) at one GPU's batch of 16
+// (accumulated one sample at a time, see LCPConditioner): AdamW at a
 // constant 5e-5 with PyTorch's betas and weight decay, 512x512, the whole
 // adapter trainable, and the usual 5% condition dropout.
 func Defaults() Config {
 	return Config{
 		Steps:           100_000,
-		BatchSize:       16,
-		GradAccum:       1,
+		BatchSize:       1, // the LCP conditioner's micro-batch
+		GradAccum:       16,
 		LR:              5e-5,
 		Betas:           [2]float64{0.9, 0.999},
 		WeightDecay:     1e-2,
@@ -81,6 +105,7 @@ func Defaults() Config {
 		OutDir:          "train-out",
 		Trainable:       append([]string(nil), AdapterTrainable...),
 		Resolution:      512,
+		Conditioner:     "lcp",
 	}
 }
 
@@ -113,6 +138,9 @@ func (c Config) Validate() error {
 		return errors.New("train: trainable names no parameter")
 	case c.Resolution < 8 || c.Resolution%8 != 0:
 		return fmt.Errorf("train: resolution must be a positive multiple of 8, got %d", c.Resolution)
+	}
+	if !slices.Contains(Conditioners, c.Conditioner) {
+		return fmt.Errorf("train: conditioner %q: want one of %s", c.Conditioner, strings.Join(Conditioners, ", "))
 	}
 	for _, p := range c.Trainable {
 		if _, err := path.Match(p, ""); err != nil {

@@ -53,6 +53,7 @@ func TestConfigValidate(t *testing.T) {
 		"pattern":        func(c *Config) { c.Trainable = []string{"[static"} },
 		"out_dir":        func(c *Config) { c.OutDir = "" },
 		"clip_grad_norm": func(c *Config) { c.ClipGradNorm = -1 },
+		"conditioner":    func(c *Config) { c.Conditioner = "image" },
 	} {
 		c := Defaults()
 		change(&c)

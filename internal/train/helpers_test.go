@@ -126,7 +126,7 @@ func sameBits(a, b *torch.Tensor) bool {
 // tinyConfig is a short run on the tiny model writing into dir.
 func tinyConfig(dir string, steps int, trainable ...string) Config {
 	c := Defaults()
-	c.Steps, c.BatchSize, c.Resolution = steps, 2, 64
+	c.Steps, c.BatchSize, c.GradAccum, c.Resolution = steps, 2, 1, 64
 	c.LR, c.LogEvery, c.CheckpointEvery = 1e-3, 1, 0
 	c.TextDropout, c.ImageDropout = 0.3, 0
 	c.Seed = 7

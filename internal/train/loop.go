@@ -85,8 +85,14 @@ func newTrainer(cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, con
 	default:
 		return nil, fmt.Errorf("train: the model predicts %q; training knows epsilon and v_prediction", m.Scheduler.PredictionType)
 	}
-	if t.train, err = selectTrainable(a.Params(), cfg.Trainable); err != nil {
+	named := trainableSpace(m, a)
+	if t.train, err = selectTrainable(named, cfg.Trainable); err != nil {
 		return nil, err
+	}
+	if t.trains("static_projection.") && t.trains("position_net.linears_image.") {
+		// The layout module's image tokens must flow for their branch and
+		// the static projection to learn.
+		a.Layout.ImageTrained = true
 	}
 	defer func() {
 		if err != nil {
@@ -94,7 +100,7 @@ func newTrainer(cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, con
 		}
 	}()
 	defer torch.Recover(&err) // first, so that a panic below closes t too
-	t.restoreGrad = setRequiresGrad(a.Params(), t.train)
+	t.restoreGrad = setRequiresGrad(named, t.train)
 	t.opt = torch.NewAdamW(t.train.params, torch.AdamWOptions{
 		LR: cfg.LR, Beta1: cfg.Betas[0], Beta2: cfg.Betas[1], Eps: 1e-8, WeightDecay: cfg.WeightDecay,
 	})

@@ -121,6 +121,7 @@ func newBatch(samples []*data.Sample) *Batch {
 				Static:   refTensor(sub.Static.Image),
 				Mask:     maskTensor(sub.Static.Mask),
 				Dynamic:  refTensor(sub.Dynamic.Image),
+				Views:    SubjectViews{Static: sub.Static.Image, Mask: sub.Static.Mask, Dynamic: sub.Dynamic.Image},
 			})
 		}
 	}

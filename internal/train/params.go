@@ -2,11 +2,31 @@ package train
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 
+	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
+	"github.com/lcpdiff/lcpdiff/internal/pipeline"
+
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
+
+// UNetPrefix starts the keys of the base UNet's weights among the
+// parameters Config.Trainable selects from ("unet.conv_in.weight"): the
+// adapter's own keys are bare, as its checkpoint spells them. The real
+// recipe freezes the UNet; the toy world trains it from scratch.
+const UNetPrefix = "unet."
+
+// trainableSpace is every parameter a run may train: the adapter's and
+// the base UNet's, by the keys Config.Trainable matches.
+func trainableSpace(m *pipeline.Model, a *lcp.Adapter) map[string]*torch.Tensor {
+	named := maps.Clone(a.Params())
+	for k, p := range m.UNet.Params() {
+		named[UNetPrefix+k] = p
+	}
+	return named
+}
 
 // trainable are the parameters that train, by key, in key order: the
 // optimizer's state is positional, so every run must list them alike.
@@ -34,7 +54,7 @@ func selectTrainable(named map[string]*torch.Tensor, patterns []string) (trainab
 	}
 	for i, p := range patterns {
 		if !used[i] {
-			return trainable{}, fmt.Errorf("train: trainable pattern %q matches no adapter parameter", p)
+			return trainable{}, fmt.Errorf("train: trainable pattern %q matches no parameter (the adapter's keys, or %s... for the UNet)", p, UNetPrefix)
 		}
 	}
 	slices.Sort(t.keys)

@@ -174,6 +174,14 @@ func FromParts(ipPath, gligenDir string, u *unet.UNet, opts torch.Options) (*Ada
 	return build("public parts", parts, Initial, u, m, opts)
 }
 
+// Fresh is an adapter to train from scratch on u, its resampler sized by
+// r (whose EmbeddingDim must be the image encoder's width): every part at
+// the inert initialisation FromParts gives what no public part provides.
+func Fresh(u *unet.UNet, r ipadapter.ResamplerConfig, opts torch.Options) (*Adapter, error) {
+	m := Meta{Format: FormatVersion, StaticDim: u.Config.CrossAttentionDim, Source: "fresh", Resampler: r}
+	return build("fresh adapter", nn.Union{}, Initial, u, m, opts)
+}
+
 // build loads every part from src (initialising what it lacks when init is
 // set) and attaches the adapter.
 func build(what string, src nn.Source, init func(key string, shape []int64) *torch.Tensor, u *unet.UNet, m Meta, opts torch.Options) (a *Adapter, err error) {

@@ -26,6 +26,7 @@ type UNet struct {
 	Tap func(name string, x *torch.Tensor)
 
 	params []*torch.Tensor
+	named  map[string]*torch.Tensor
 }
 
 // New builds the network from c, reading weights through p.
@@ -94,7 +95,7 @@ func FromSource(src nn.Source, c Config, opts torch.Options) (u *UNet, err error
 	defer torch.Recover(&err)
 	l := nn.NewLoader("unet", src, opts)
 	u = New(l.Root(), c)
-	u.params = l.Params()
+	u.params, u.named = l.Params(), l.Named()
 	if err := l.Err(nil); err != nil {
 		u.Free()
 		return nil, err
@@ -108,12 +109,16 @@ func NewRandom(c Config, seed uint64, std float64, opts torch.Options) *UNet {
 	l := nn.NewLoader("unet", nn.Empty{}, opts)
 	l.Init = nn.RandomInit(seed, std)
 	u := New(l.Root(), c)
-	u.params = l.Params()
+	u.params, u.named = l.Params(), l.Named()
 	return u
 }
 
 // Free releases the weights.
 func (u *UNet) Free() { nn.Free(u.params) }
+
+// Params are the weights by their diffusers keys ("conv_in.weight", ...),
+// the names Save writes and training selects by.
+func (u *UNet) Params() map[string]*torch.Tensor { return u.named }
 
 // TransformerBlocks lists every transformer block, in module order (down,
 // mid, up), for attaching adapters.

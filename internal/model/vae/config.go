@@ -111,6 +111,11 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Downsampling is how many pixels one latent spans along each side:
+// every encoder block but the last halves the image (diffusers'
+// vae_scale_factor). SD's VAE has 8; the toy world's smaller one 4.
+func (c Config) Downsampling() int { return 1 << (len(c.BlockOutChannels) - 1) }
+
 // ScaleLatents maps a posterior sample to the latent space the UNet works
 // in: (z - shift_factor) * scaling_factor.
 func (c Config) ScaleLatents(z *torch.Tensor) *torch.Tensor {
