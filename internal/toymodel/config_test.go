@@ -41,12 +41,12 @@ func TestLoadSpecOverridesAndRefuses(t *testing.T) {
 		t.Fatal("keys the file leaves out lost their defaults")
 	}
 	for text, want := range map[string]string{
-		"unet:\n  block_out_chanels: [32]\n":              `unknown field "block_out_chanels"`,
-		"decoder:\n  x: 1\n":                              `unknown section "decoder"`,
-		"text_encoder:\n  vocab_size: 100\n":              "come from the tokenizer",
-		"unet:\n  cross_attention_dim: 32\n":              "differs from text_encoder's hidden_size 64",
+		"unet:\n  block_out_chanels: [32]\n":             `unknown field "block_out_chanels"`,
+		"decoder:\n  x: 1\n":                             `unknown section "decoder"`,
+		"text_encoder:\n  vocab_size: 100\n":             "come from the tokenizer",
+		"unet:\n  cross_attention_dim: 32\n":             "differs from text_encoder's hidden_size 64",
 		"vae:\n  block_out_channels: [32, 64, 64, 64]\n": "down_block_types",
-		"tokenizer:\n  model_max_length: 100\n":           "model_max_length 100",
+		"tokenizer:\n  model_max_length: 100\n":          "model_max_length 100",
 	} {
 		_, err := LoadSpec(write(text))
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "m.yaml") {
