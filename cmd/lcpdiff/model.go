@@ -21,7 +21,7 @@ func newModelCommand(v *viper.Viper) *cobra.Command {
 		Use:   "model",
 		Short: "Make a base model from scratch: a freshly initialised folder, then its VAE trained",
 	}
-	cmd.AddCommand(newModelInitCommand(v), newTrainVAECommand(v))
+	cmd.AddCommand(newModelInitCommand(v), newTrainVAECommand(v), newModelExportCommand(v))
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -264,14 +265,17 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 	for k, i := range scene.ids {
 		rec.Subjects = append(rec.Subjects, toySubject{Category: ids[i].Shape, Phrase: phrases[k], ID: ids[i].ID})
 	}
+	var last Frame // the clip's last frame, for the test references
 	for t := range frames {
 		stem := prefix
 		if j.clip {
 			stem = fmt.Sprintf("%s%02d", prefix, t)
 		}
 		img := &RGB{W: bg.W, H: bg.H, Pix: append([]uint8(nil), bg.Pix...)}
+		last = Frame{Index: t, Image: img}
 		for k, i := range scene.ids {
 			mask := drawSubject(img, ids[i], scene.poses[k][t])
+			last.Masks = append(last.Masks, mask)
 			box, ok := maskBox(mask)
 			if !ok {
 				return nil, fmt.Errorf("toy world: %s: subject %d has no pixels", stem, k)
@@ -280,6 +284,7 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 			if err := writeGrayPNG(filepath.Join(dir, filepath.FromSlash(name)), mask); err != nil {
 				return nil, err
 			}
+			last.Boxes = append(last.Boxes, box)
 			rec.Subjects[k].Boxes = append(rec.Subjects[k].Boxes, box)
 			rec.Subjects[k].Masks = append(rec.Subjects[k].Masks, name)
 		}
@@ -293,8 +298,34 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 			rec.Image = name
 		}
 	}
+	if j.test && j.clip {
+		for k := range scene.ids {
+			// Drawn after the subjects of later ones: the segment whitens
+			// everything but subject k.
+			ref := segment(&last, k, cfg.Size)
+			image, mask := ToyReference(rec.Frames, k)
+			if err := writeRGBPNG(filepath.Join(dir, filepath.FromSlash(image)), ref.Image); err != nil {
+				return nil, err
+			}
+			if err := writeGrayPNG(filepath.Join(dir, filepath.FromSlash(mask)), ref.Mask); err != nil {
+				return nil, err
+			}
+		}
+	}
 	line, err := json.Marshal(rec)
 	return append(line, '\n'), err
+}
+
+// ToyReference names the reference of subject k of a test clip whose
+// frames are frames: its segment in the clip's last frame (the square
+// around it, background white, at the frame's size), made as training
+// makes a clip's dynamic reference, and its mask. Evaluation asks for the
+// subject at its box in the first frame from this view of it. The paths
+// are as frames are: relative to the manifest, or resolved if they are.
+func ToyReference(frames []string, k int) (image, mask string) {
+	dir := path.Dir(filepath.ToSlash(frames[0]))
+	stem := fmt.Sprintf("%s/ref_s%d", dir, k)
+	return filepath.FromSlash(stem + ".png"), filepath.FromSlash(stem + "_mask.png")
 }
 
 // writeRGBPNG writes an 8-bit RGB PNG (Go's encoder writes an opaque RGBA

@@ -178,3 +178,44 @@ func drawBackground(name string, size int, r *rand.Rand) *RGB {
 	}
 	return img
 }
+
+// RenderSubject paints an identity onto img, its shape fitting the circle
+// of radius r around (cx, cy) turned by angle radians, exactly as the toy
+// world draws it, and returns its mask: what evaluation compares a
+// generated subject with.
+func RenderSubject(img *RGB, id Identity, cx, cy, r, angle float64) *Gray {
+	return drawSubject(img, id, pose{cx: cx, cy: cy, r: r, angle: angle})
+}
+
+// ToyColour is one of the toy world's named colours.
+type ToyColour struct {
+	Name string
+	RGB  [3]uint8
+}
+
+// ToyPalette is the toy world's colours, in identity order.
+func ToyPalette() []ToyColour {
+	out := make([]ToyColour, len(toyColours))
+	for i, c := range toyColours {
+		out[i] = ToyColour{c.name, c.rgb}
+	}
+	return out
+}
+
+// ToyGround is one of the toy world's backgrounds: its name, the words a
+// caption ends with, and its mean colour.
+type ToyGround struct {
+	Name, Words string
+	RGB         [3]uint8
+}
+
+// ToyGrounds lists the backgrounds with the mean colours drawBackground
+// draws them around.
+func ToyGrounds() []ToyGround {
+	mean := map[string][3]uint8{"grass": {70, 140, 50}, "sand": {214, 190, 140}, "water": {40, 100, 175}, "snow": {240, 242, 248}}
+	out := make([]ToyGround, len(toyBackgrounds))
+	for i, b := range toyBackgrounds {
+		out[i] = ToyGround{b.name, b.words, mean[b.name]}
+	}
+	return out
+}
