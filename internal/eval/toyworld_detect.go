@@ -1,0 +1,312 @@
+package eval
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/lcpdiff/lcpdiff/internal/data"
+)
+
+// The toy world's subjects are flat two-colour shapes on grounds whose
+// colours differ from every palette colour, so a detector needs no
+// learning: it labels each pixel with the nearest of the toy world's
+// colours (six palette colours and four grounds) and finds the subjects as
+// connected regions of a palette's two colours. Its classes are the
+// palettes as unordered colour pairs: the layout metric asks whether a
+// subject of the requested look stands in the requested box, and the
+// identity score asks the finer question of which identity it is.
+
+// ToyDetection is one subject the palette detector found.
+type ToyDetection struct {
+	Box   [4]float64 // normalised x0, y0, x1, y1
+	Score float64
+	Class int // index in PaletteClasses
+}
+
+// PaletteClasses are the detector's classes: every unordered pair of
+// palette colours, "blue-red" with the names in palette order.
+func PaletteClasses() []string {
+	p := data.ToyPalette()
+	var classes []string
+	for i := range p {
+		for j := i + 1; j < len(p); j++ {
+			classes = append(classes, p[i].Name+"-"+p[j].Name)
+		}
+	}
+	return classes
+}
+
+// PaletteClass is the detector class of an identity.
+func PaletteClass(id data.Identity) int {
+	i, j := colourIndex(id.Palette[0]), colourIndex(id.Palette[1])
+	return pairClass(min(i, j), max(i, j))
+}
+
+func colourIndex(name string) int {
+	return slices.IndexFunc(data.ToyPalette(), func(c data.ToyColour) bool { return c.Name == name })
+}
+
+// pairClass is the index of the pair i < j in PaletteClasses.
+func pairClass(i, j int) int {
+	n := len(data.ToyPalette())
+	return i*n - i*(i+1)/2 + (j - i - 1)
+}
+
+// Pixel labels: 0..5 the palette colours, 6.. the grounds.
+const groundLabel = 6
+
+// toyLabels labels every pixel with its nearest toy-world colour.
+func toyLabels(img *data.RGB) []int8 {
+	var protos [][3]uint8
+	for _, c := range data.ToyPalette() {
+		protos = append(protos, c.RGB)
+	}
+	for _, g := range data.ToyGrounds() {
+		protos = append(protos, g.RGB)
+	}
+	labels := make([]int8, img.W*img.H)
+	for i := range labels {
+		px := img.Pix[3*i : 3*i+3]
+		best, bestD := 0, math.Inf(1)
+		for k, p := range protos {
+			d := 0.0
+			for c := range 3 {
+				v := float64(px[c]) - float64(p[c])
+				d += v * v
+			}
+			if d < bestD {
+				best, bestD = k, d
+			}
+		}
+		labels[i] = int8(best)
+	}
+	return labels
+}
+
+// minSubjectFraction is the smallest subject the detector reports, as a
+// fraction of the image: the toy world's smallest subjects cover about
+// 1.5%; a few stray pixels of a colour are not a subject.
+const minSubjectFraction = 0.004
+
+// DetectToy finds the subjects of img: for every palette, each
+// 8-connected region of its two colours with enough of both. The score
+// grows with the region's size and with the balance of its two colours.
+func DetectToy(img *data.RGB) []ToyDetection {
+	labels := toyLabels(img)
+	n := len(data.ToyPalette())
+	minArea := max(4, int(minSubjectFraction*float64(img.W*img.H)))
+	var dets []ToyDetection
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			in := func(p int) bool { return labels[p] == int8(i) || labels[p] == int8(j) }
+			for _, comp := range components(in, img.W, img.H) {
+				if len(comp) < minArea {
+					continue
+				}
+				ni := 0
+				for _, p := range comp {
+					if labels[p] == int8(i) {
+						ni++
+					}
+				}
+				minor := float64(min(ni, len(comp)-ni)) / float64(len(comp))
+				if minor < 0.08 { // one colour alone: not this palette
+					continue
+				}
+				size := float64(len(comp))
+				dets = append(dets, ToyDetection{
+					Box:   pixelBounds(comp, img.W, img.H),
+					Score: size / (size + float64(minArea)) * math.Min(1, 3*minor),
+					Class: pairClass(i, j),
+				})
+			}
+		}
+	}
+	return dets
+}
+
+// components are the 8-connected regions of the pixels in reports true,
+// each as pixel indices.
+func components(in func(p int) bool, w, h int) [][]int {
+	seen := make([]bool, w*h)
+	var out [][]int
+	for start := range seen {
+		if seen[start] || !in(start) {
+			continue
+		}
+		seen[start] = true
+		comp := []int{start}
+		for k := 0; k < len(comp); k++ {
+			x, y := comp[k]%w, comp[k]/w
+			for dy := -1; dy <= 1; dy++ {
+				for dx := -1; dx <= 1; dx++ {
+					nx, ny := x+dx, y+dy
+					if nx < 0 || ny < 0 || nx >= w || ny >= h {
+						continue
+					}
+					q := ny*w + nx
+					if !seen[q] && in(q) {
+						seen[q] = true
+						comp = append(comp, q)
+					}
+				}
+			}
+		}
+		out = append(out, comp)
+	}
+	return out
+}
+
+// pixelBounds is the normalised box around pixels: their outer edges.
+func pixelBounds(pix []int, w, h int) [4]float64 {
+	x0, y0, x1, y1 := w, h, -1, -1
+	for _, p := range pix {
+		x, y := p%w, p/w
+		x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x), max(y1, y)
+	}
+	return [4]float64{float64(x0) / float64(w), float64(y0) / float64(h), float64(x1+1) / float64(w), float64(y1+1) / float64(h)}
+}
+
+// ToyIdentification is which identity stands in a requested box.
+type ToyIdentification struct {
+	Identity  string  // the best-matching identity's ID; "" when the box holds no subject
+	Agreement float64 // how well its rendering matches, 0..1
+}
+
+// IdentifyToy names the identity in box (normalised) of img, by analysis
+// through synthesis: every identity of ids is rendered with the toy
+// world's own renderer at the pose that best fits the subject's pixels in
+// the box (their centroid, the radius their area implies for that shape,
+// and the best of 36 turns and three radii), and the identity whose rendering agrees with
+// the most pixels (same colour, over the union of both) wins. Shape,
+// texture and palette all have to match for a high agreement.
+func IdentifyToy(img *data.RGB, box [4]float64, ids []data.Identity) ToyIdentification {
+	labels := toyLabels(img)
+	x0, y0, x1, y1 := boxPixels(box, img.W, img.H)
+	var sx, sy float64
+	var subject []int
+	for y := y0; y < y1; y++ {
+		for x := x0; x < x1; x++ {
+			if p := y*img.W + x; labels[p] < groundLabel {
+				subject = append(subject, p)
+				sx, sy = sx+float64(x)+0.5, sy+float64(y)+0.5
+			}
+		}
+	}
+	if len(subject) < max(4, int(minSubjectFraction*float64(img.W*img.H))) {
+		return ToyIdentification{}
+	}
+	cx, cy := sx/float64(len(subject)), sy/float64(len(subject))
+	best := ToyIdentification{}
+	canvas := data.NewRGB(img.W, img.H)
+	for _, id := range ids {
+		r0 := math.Sqrt(float64(len(subject)) / shapeArea(id.Shape))
+		for pose := range identifyTurns * len(identifyScales) {
+			r := r0 * identifyScales[pose/identifyTurns]
+			angle := 2 * math.Pi * float64(pose%identifyTurns) / identifyTurns
+			clear(canvas.Pix)
+			mask := data.RenderSubject(canvas, id, cx, cy, r, angle)
+			agree, union := 0, 0
+			for y := y0; y < y1; y++ {
+				for x := x0; x < x1; x++ {
+					p := y*img.W + x
+					observed := labels[p] < groundLabel
+					rendered := mask.Pix[p] != 0
+					if !observed && !rendered {
+						continue
+					}
+					union++
+					if observed && rendered && colourIndexRGB(canvas.Pix[3*p:3*p+3]) == int(labels[p]) {
+						agree++
+					}
+				}
+			}
+			if a := float64(agree) / float64(union); a > best.Agreement {
+				best = ToyIdentification{Identity: id.ID, Agreement: a}
+			}
+		}
+	}
+	return best
+}
+
+// The poses IdentifyToy tries: turns of the full circle, and radii
+// around the one the area implies (a generated subject's area is only
+// roughly its shape's).
+const identifyTurns = 36
+
+var identifyScales = []float64{0.9, 1, 1.1}
+
+// boxPixels is a normalised box as pixel bounds [x0, x1) x [y0, y1).
+func boxPixels(b [4]float64, w, h int) (x0, y0, x1, y1 int) {
+	clamp := func(v float64, n int) int { return min(max(int(math.Round(v*float64(n))), 0), n) }
+	return clamp(b[0], w), clamp(b[1], h), clamp(b[2], w), clamp(b[3], h)
+}
+
+// colourIndexRGB is the palette index of an exact palette colour, or -1.
+func colourIndexRGB(px []uint8) int {
+	return slices.IndexFunc(data.ToyPalette(), func(c data.ToyColour) bool {
+		return c.RGB[0] == px[0] && c.RGB[1] == px[1] && c.RGB[2] == px[2]
+	})
+}
+
+// shapeAreas are the shapes' areas in units of r^2, measured once by
+// rendering each at a large radius.
+var shapeAreas = sync.OnceValue(func() map[string]float64 {
+	const size, r = 256, 100.0
+	areas := map[string]float64{}
+	for _, id := range data.ToyIdentities() {
+		if _, ok := areas[id.Shape]; ok {
+			continue
+		}
+		mask := data.RenderSubject(data.NewRGB(size, size), id, size/2, size/2, r, 0)
+		n := 0
+		for _, v := range mask.Pix {
+			if v != 0 {
+				n++
+			}
+		}
+		areas[id.Shape] = float64(n) / (r * r)
+	}
+	return areas
+})
+
+func shapeArea(shape string) float64 { return shapeAreas()[shape] }
+
+// GroundOf names the ground of img outside the boxes: the toy-world
+// ground most of those pixels are nearest to ("" if the boxes cover all).
+func GroundOf(img *data.RGB, boxes [][4]float64) string {
+	labels := toyLabels(img)
+	grounds := data.ToyGrounds()
+	counts := make([]int, len(grounds))
+	inBox := make([]bool, len(labels))
+	for _, b := range boxes {
+		x0, y0, x1, y1 := boxPixels(b, img.W, img.H)
+		for y := y0; y < y1; y++ {
+			for x := x0; x < x1; x++ {
+				inBox[y*img.W+x] = true
+			}
+		}
+	}
+	for p, l := range labels {
+		if !inBox[p] && l >= groundLabel {
+			counts[l-groundLabel]++
+		}
+	}
+	k := 0
+	for i, c := range counts {
+		if c > counts[k] {
+			k = i
+		}
+	}
+	if counts[k] == 0 {
+		return ""
+	}
+	return grounds[k].Name
+}
+
+// String is a detection as a line of a log.
+func (d ToyDetection) String() string {
+	return fmt.Sprintf("%s %.3f %.3f", PaletteClasses()[d.Class], d.Score, d.Box)
+}
