@@ -99,7 +99,9 @@ func TestSummaryBoxAP(t *testing.T) {
 		{ID: "c", Subjects: []ItemSubject{subject("backpack_dog", "backpack")}},
 		{ID: "d", Subjects: []ItemSubject{subject("candle", "candle")}},
 	}
-	hit := func(class string, score float64) DetectedBox { return DetectedBox{Box: box, Score: score, Class: class} }
+	hit := func(class string, score float64) DetectedBox {
+		return DetectedBox{Box: box, Score: score, Class: class}
+	}
 	dets := map[string][]DetectedBox{
 		"a": {hit("dog", 0.9)},
 		"b": {hit("cat", 0.8)}, // the wrong class: dog is missed here
@@ -199,4 +201,3 @@ func f32(v []float64) []float32 {
 	}
 	return out
 }
-
