@@ -46,6 +46,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newVersionCommand(), newDoctorCommand(v), newGenerateCommand(v))
 	root.AddCommand(newDataCommand(v))
 	root.AddCommand(newTrainCommand(v))
+	root.AddCommand(newEvalCommand(v))
 	root.AddCommand(newModelCommand(v))
 	return root
 }

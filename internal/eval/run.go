@@ -105,8 +105,9 @@ type RunConfig struct {
 	Models Models
 	// ClassOverride is the --class-map file's mapping (may be nil).
 	ClassOverride map[string][]string
-	// Progress, when set, is called after each image this process makes,
-	// with how many of the total still to make are done.
+	// Progress, when set, is called before the first image this process
+	// makes (done 0) and after each one, with how many of the total it has
+	// to make are done.
 	Progress func(done, total int)
 	// Log receives notes (a dropped truncated record, the resume point).
 	Log io.Writer
@@ -166,6 +167,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Summary, error) {
 	}
 	if len(rf.byID) > 0 {
 		fmt.Fprintf(log, "resuming %s: %d of %d images already recorded\n", cfg.Out, len(items)-len(todo), len(items))
+	}
+	if cfg.Progress != nil && len(todo) > 0 {
+		cfg.Progress(0, len(todo))
 	}
 	for n, item := range todo {
 		if err := ctx.Err(); err != nil {
