@@ -12,6 +12,7 @@ import (
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/pipeline"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"github.com/lcpdiff/lcpdiff/internal/toymodel"
 )
 
@@ -65,11 +66,23 @@ func TestTrainVAELowersTheLossAndSavesALoadableFolder(t *testing.T) {
 	cfg := DefaultVAEConfig()
 	cfg.Steps, cfg.BatchSize, cfg.WarmupSteps, cfg.LogEvery, cfg.ScaleImages = 40, 4, 5, 10, 8
 	var progress int
+	var live []int64
+	torch.Settle() // unrelated garbage is freed now, not while we count
 	res, err := TrainVAE(context.Background(), model, trainImgs, cfg, VAEHooks{
-		Progress: func(step, total int, loss float64) { progress = step },
+		Progress: func(step, total int, loss float64) {
+			progress = step
+			live = append(live, torch.LiveTensors())
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Constant memory: after the first step (which makes the optimizer's
+	// state and the gradients), every step ends with as many tensors.
+	for i, n := range live[1:] {
+		if n != live[1] {
+			t.Fatalf("live tensors after each step: %v (step %d differs from step 2)", live, i+2)
+		}
 	}
 	if res.Steps != 40 || progress != 40 || !(res.StepsPerSec > 0) {
 		t.Fatalf("result %+v, progress at %d", res, progress)
