@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Summary, error) {
 	if err := checkSettings(filepath.Join(cfg.Out, SettingsFile), settings); err != nil {
 		return nil, err
 	}
-	removeTempFiles(filepath.Join(cfg.Out, imagesDir))
+	removeTempFiles(cfg.Out)
 	rf, err := openRecords(filepath.Join(cfg.Out, RecordsFile), log)
 	if err != nil {
 		return nil, err

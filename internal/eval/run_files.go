@@ -63,8 +63,8 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// removeTempFiles deletes, under dir, the temporary files an interrupted
-// atomic write leaves (".NAME.*.tmp", as writeFileAtomic and
+// removeTempFiles deletes, under a run folder, the temporary files a
+// killed atomic write leaves (".NAME.*.tmp", as writeFileAtomic and
 // pipeline.WritePNG name them).
 func removeTempFiles(dir string) {
 	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {

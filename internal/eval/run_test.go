@@ -120,6 +120,8 @@ func TestRunResumesAfterInterruption(t *testing.T) {
 	appendBytes(t, filepath.Join(split, RecordsFile), line4[:len(line4)/2])
 	tmp := filepath.Join(split, imagesDir, ".i3.png.123.tmp")
 	os.WriteFile(tmp, []byte("half a png"), 0o644)
+	tmpSummary := filepath.Join(split, "."+SummaryFile+".456.tmp")
+	os.WriteFile(tmpSummary, []byte("{"), 0o644)
 
 	var log bytes.Buffer
 	cfg := testConfig(split, bench, &fakeGenerator{}, m)
@@ -134,8 +136,10 @@ func TestRunResumesAfterInterruption(t *testing.T) {
 	if !strings.Contains(log.String(), "dropped a partial last record") || !strings.Contains(log.String(), "3 of 6 images already recorded") {
 		t.Errorf("log:\n%s", log.String())
 	}
-	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
-		t.Error("the interrupted write's temporary file is still there")
+	for _, p := range []string{tmp, tmpSummary} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("the interrupted write's temporary file %s is still there", p)
+		}
 	}
 	for _, name := range []string{SummaryFile, SummaryMarkdownFile, SubjectsMarkdownFile} {
 		a, _ := os.ReadFile(filepath.Join(whole, name))
