@@ -115,11 +115,11 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		return err
 	}
 	defer m.Free()
-	var enc pipeline.Encoders
-	if cfg.Conditioner == "lcp" {
-		if enc, err = trainEncoders(v.GetString("image-encoder"), modelPath, m); err != nil {
-			return err
-		}
+	enc, err := trainEncoders(v.GetString("image-encoder"), modelPath, cfg.Conditioner == "lcp", m)
+	if err != nil {
+		return err
+	}
+	if enc.Vision != nil {
 		defer enc.Vision.Free()
 	}
 	var a *lcp.Adapter
@@ -325,11 +325,16 @@ func (p *trainProgress) finish() {
 
 // trainEncoders loads the image encoder the lcp conditioner feeds the
 // subjects' dynamic views to: the --image-encoder folder, or the model
-// folder's image_encoder/.
-func trainEncoders(dir, modelPath string, m *pipeline.Model) (pipeline.Encoders, error) {
+// folder's image_encoder/. The other conditioners do without, but a fresh
+// adapter's resampler is still sized to it when there is one, so that
+// later stages can train on the adapter.
+func trainEncoders(dir, modelPath string, required bool, m *pipeline.Model) (pipeline.Encoders, error) {
 	if dir == "" {
 		dir = filepath.Join(modelPath, "image_encoder")
 		if _, err := os.Stat(dir); err != nil {
+			if !required {
+				return pipeline.Encoders{}, nil
+			}
 			return pipeline.Encoders{}, fmt.Errorf("the lcp conditioner needs an image encoder: give --image-encoder (none in %s)", modelPath)
 		}
 	}
