@@ -43,6 +43,13 @@ type VAEConfig struct {
 	// the LDM recipe (whose weight is 1e-6): small enough that the VAE
 	// reconstructs sharply, large enough to keep the latents bounded.
 	KLWeight float64
+	// SubjectWeight is how much more the reconstruction error of a pixel
+	// inside a subject's mask (grown by a pixel) counts than a
+	// background's: the toy world's grounds are mostly per-pixel noise,
+	// which no VAE can learn and which would otherwise drown the error of
+	// the small subjects whose shapes and textures the model must keep.
+	// 0 is a plain MSE.
+	SubjectWeight float64
 	// ClipGradNorm caps the gradients' global norm (0: no cap).
 	ClipGradNorm float64
 	// Flip mirrors half of the training images left to right.
@@ -59,7 +66,7 @@ type VAEConfig struct {
 // CPU thread of this project's reference machine.
 func DefaultVAEConfig() VAEConfig {
 	return VAEConfig{
-		Steps: 300, BatchSize: 16, LR: 1e-3, WarmupSteps: 20, KLWeight: 1e-6, ClipGradNorm: 1,
+		Steps: 300, BatchSize: 16, LR: 1e-3, WarmupSteps: 20, KLWeight: 1e-6, SubjectWeight: 9, ClipGradNorm: 1,
 		Flip: true, ScaleImages: 256, LogEvery: 10,
 	}
 }
@@ -77,6 +84,8 @@ func (c VAEConfig) Validate() error {
 		return fmt.Errorf("train-vae: warm-up steps %d: want 0 or more", c.WarmupSteps)
 	case !(c.KLWeight >= 0):
 		return fmt.Errorf("train-vae: kl weight %g: want 0 or more", c.KLWeight)
+	case !(c.SubjectWeight >= 0):
+		return fmt.Errorf("train-vae: subject weight %g: want 0 or more", c.SubjectWeight)
 	case !(c.ClipGradNorm >= 0):
 		return fmt.Errorf("train-vae: clip grad norm %g: want 0 or more", c.ClipGradNorm)
 	case c.ScaleImages < 1:
@@ -105,6 +114,9 @@ func (c VAEConfig) lrAt(step int) float64 {
 // brought to one square size: the VAE learns pixels, not records.
 type VAEImages struct {
 	Images []*data.RGB
+	// Subjects are, per image, the union of its subjects' masks grown by
+	// a pixel (255 inside): where SubjectWeight applies.
+	Subjects []*data.Gray
 	// Firsts are the indices of each record's first frame, in manifest
 	// order: one image per scene, for showing reconstructions.
 	Firsts []int
@@ -120,15 +132,17 @@ func LoadVAEImages(m *data.Manifest, size int) (*VAEImages, error) {
 	out := &VAEImages{}
 	for _, r := range m.Records {
 		out.Firsts = append(out.Firsts, len(out.Images))
-		for i, path := range r.Frames {
-			img, err := data.ReadImage(path)
+		for i := range r.Frames {
+			f, err := r.LoadFrame(i)
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d: frames[%d]: %w", r.Manifest, r.Line, i, err)
+				return nil, err
 			}
 			if size == 0 {
-				size = min(img.W, img.H)
+				size = min(f.Image.W, f.Image.H)
 			}
-			out.Images = append(out.Images, squareImage(img, size))
+			img, mask := squareImage(f.Image, subjectsMask(f), size)
+			out.Images = append(out.Images, img)
+			out.Subjects = append(out.Subjects, mask)
 		}
 	}
 	if len(out.Images) == 0 {
@@ -137,23 +151,59 @@ func LoadVAEImages(m *data.Manifest, size int) (*VAEImages, error) {
 	return out, nil
 }
 
-// squareImage is img centre-cropped to a square and resized to size.
-func squareImage(img *data.RGB, size int) *data.RGB {
+// subjectsMask is the union of a frame's subject masks, grown by one
+// pixel in the eight directions so that outlines count as the subject.
+func subjectsMask(f *data.Frame) *data.Gray {
+	w, h := f.Image.W, f.Image.H
+	out := data.NewGray(w, h)
+	for _, m := range f.Masks {
+		for y := range h {
+			for x := range w {
+				if m.Pix[y*w+x] == 0 {
+					continue
+				}
+				for dy := -1; dy <= 1; dy++ {
+					for dx := -1; dx <= 1; dx++ {
+						if xx, yy := x+dx, y+dy; xx >= 0 && xx < w && yy >= 0 && yy < h {
+							out.Pix[yy*w+xx] = 255
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// squareImage is img and its mask centre-cropped to a square and resized
+// to size.
+func squareImage(img *data.RGB, mask *data.Gray, size int) (*data.RGB, *data.Gray) {
 	if img.W == size && img.H == size {
-		return img
+		return img, mask
 	}
 	side := min(img.W, img.H)
 	x0, y0 := (img.W-side)/2, (img.H-side)/2
-	return img.Crop(image.Rect(x0, y0, x0+side, y0+side)).Resize(size, size, data.Bicubic)
+	r := image.Rect(x0, y0, x0+side, y0+side)
+	return img.Crop(r).Resize(size, size, data.Bicubic), mask.Crop(r).Resize(size, size, data.Nearest)
 }
 
 // flipped is img mirrored left to right.
 func flipped(img *data.RGB) *data.RGB {
-	out := data.NewRGB(img.W, img.H)
-	for y := range img.H {
-		row := y * img.W * 3
-		for x := range img.W {
-			copy(out.Pix[row+3*x:row+3*x+3], img.Pix[row+3*(img.W-1-x):row+3*(img.W-1-x)+3])
+	return &data.RGB{W: img.W, H: img.H, Pix: mirrorRows(img.Pix, img.W, img.H, 3)}
+}
+
+// flippedMask is m mirrored left to right.
+func flippedMask(m *data.Gray) *data.Gray {
+	return &data.Gray{W: m.W, H: m.H, Pix: mirrorRows(m.Pix, m.W, m.H, 1)}
+}
+
+// mirrorRows mirrors every row of a w x h image of c-byte pixels.
+func mirrorRows(pix []uint8, w, h, c int) []uint8 {
+	out := make([]uint8, len(pix))
+	for y := range h {
+		row := y * w * c
+		for x := range w {
+			copy(out[row+c*x:row+c*x+c], pix[row+c*(w-1-x):row+c*(w-1-x)+c])
 		}
 	}
 	return out
@@ -197,6 +247,9 @@ const (
 func TrainVAE(ctx context.Context, modelDir string, imgs *VAEImages, cfg VAEConfig, hooks VAEHooks) (res VAEResult, err error) {
 	if err := cfg.Validate(); err != nil {
 		return res, err
+	}
+	if len(imgs.Images) == 0 || len(imgs.Subjects) != len(imgs.Images) {
+		return res, fmt.Errorf("train-vae: %d images with %d subject masks (LoadVAEImages makes both)", len(imgs.Images), len(imgs.Subjects))
 	}
 	m, err := openVAE(modelDir)
 	if err != nil {
@@ -378,29 +431,38 @@ func (m *trainableVAE) train(ctx context.Context, imgs *VAEImages, cfg VAEConfig
 	return res, stopped, nil
 }
 
-// batch draws BatchSize images (with replacement), half of them mirrored
-// when cfg.Flip, as [B, 3, H, W] in [-1, 1].
-func (m *trainableVAE) batch(imgs *VAEImages, cfg VAEConfig, r *rand.Rand) []*data.RGB {
-	out := make([]*data.RGB, cfg.BatchSize)
-	for i := range out {
-		img := imgs.Images[r.IntN(len(imgs.Images))]
-		if cfg.Flip && r.IntN(2) == 1 {
-			img = flipped(img)
-		}
-		out[i] = img
-	}
-	return out
+// vaeBatch is one step's images and their subject masks.
+type vaeBatch struct {
+	images   []*data.RGB
+	subjects []*data.Gray
 }
 
-// step is one optimizer step on images; it returns the loss, its
-// reconstruction term and the gradient norm before clipping.
-func (m *trainableVAE) step(images []*data.RGB, cfg VAEConfig, opt *torch.AdamW, gen *torch.Generator) (loss, mse, gradNorm float64, err error) {
+// batch draws BatchSize images (with replacement), half of them mirrored
+// when cfg.Flip.
+func (m *trainableVAE) batch(imgs *VAEImages, cfg VAEConfig, r *rand.Rand) vaeBatch {
+	b := vaeBatch{images: make([]*data.RGB, cfg.BatchSize), subjects: make([]*data.Gray, cfg.BatchSize)}
+	for i := range b.images {
+		k := r.IntN(len(imgs.Images))
+		img, mask := imgs.Images[k], imgs.Subjects[k]
+		if cfg.Flip && r.IntN(2) == 1 {
+			img, mask = flipped(img), flippedMask(mask)
+		}
+		b.images[i], b.subjects[i] = img, mask
+	}
+	return b
+}
+
+// step is one optimizer step on b; it returns the loss, the plain mean
+// squared error of the reconstructions and the gradient norm before
+// clipping.
+func (m *trainableVAE) step(b vaeBatch, cfg VAEConfig, opt *torch.AdamW, gen *torch.Generator) (loss, mse, gradNorm float64, err error) {
 	s := torch.NewScope()
 	defer s.Close()
 	opt.ZeroGrad()
-	x := imageTensor(images...)
-	total, rec := m.loss(x, cfg.KLWeight, gen)
-	loss, mse = total.Item(), rec.Item()
+	x := imageTensor(b.images...)
+	weights := pixelWeights(b.subjects, cfg.SubjectWeight)
+	total, plain := m.loss(x, weights, cfg.KLWeight, gen)
+	loss, mse = total.Item(), plain.Item()
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		// Stepping on it would spread the NaN into every weight.
 		return 0, 0, 0, fmt.Errorf("the loss is %g", loss)
@@ -411,22 +473,39 @@ func (m *trainableVAE) step(images []*data.RGB, cfg VAEConfig, opt *torch.AdamW,
 	return loss, mse, gradNorm, nil
 }
 
-// loss is the mean squared error of the decoded posterior sample plus
-// klWeight times the KL divergence, both per image summed over its values
-// and then divided by the number of pixel values, so the first term reads
-// as a per-pixel MSE and the ratio of the two is the LDM recipe's. It also
-// returns the first term alone.
-func (m *trainableVAE) loss(x *torch.Tensor, klWeight float64, gen *torch.Generator) (total, rec *torch.Tensor) {
+// pixelWeights is 1 + subjectWeight inside the masks and 1 outside,
+// [B, 1, H, W], scaled to mean 1 over the batch so that the weighted error
+// stays on the scale of a plain MSE.
+func pixelWeights(masks []*data.Gray, subjectWeight float64) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		w, h := masks[0].W, masks[0].H
+		pix := make([]uint8, 0, len(masks)*w*h)
+		for _, m := range masks {
+			pix = append(pix, m.Pix...)
+		}
+		inside := torch.New(pix, int64(len(masks)), 1, int64(h), int64(w)).GtScalar(0).To(torch.Float32)
+		weights := inside.MulScalar(subjectWeight).AddScalar(1)
+		return weights.Div(weights.Mean())
+	})
+}
+
+// loss is the weighted squared error of the decoded posterior sample
+// (weights [B, 1, H, W] of mean 1) plus klWeight times the KL divergence,
+// both per image summed over its values and then divided by the number of
+// pixel values, so the first term reads as a per-pixel MSE and the ratio of
+// the two is the LDM recipe's. It also returns the plain, unweighted MSE.
+func (m *trainableVAE) loss(x, weights *torch.Tensor, klWeight float64, gen *torch.Generator) (total, plain *torch.Tensor) {
 	s := torch.NewScope()
 	defer s.Close()
 	mean, logvar := m.model.Encode(x)
 	z := vae.Sample(mean, logvar, gen)
-	rec = m.model.Decode(z).Sub(x).Square().Mean()
+	sq := m.model.Decode(z).Sub(x).Square()
+	rec := sq.Mul(weights).Mean()
 	values := float64(x.Numel() / x.Size(0)) // per image
 	// KL(N(mean, var) || N(0, 1)) summed over a latent, averaged over the batch.
 	kl := mean.Square().Add(logvar.Exp()).SubScalar(1).Sub(logvar).Sum().MulScalar(0.5 / float64(x.Size(0)))
 	total = rec.Add(kl.MulScalar(klWeight / values))
-	return s.Keep(total), s.Keep(rec)
+	return s.Keep(total), s.Keep(sq.Detach().Mean())
 }
 
 // scalingFactor is 1 / std of the latent means of ScaleImages training
@@ -505,8 +584,9 @@ type VAEEval struct {
 	Images int
 	// PSNR is 10 log10(255^2 / MSE) over every 8-bit value of the
 	// reconstructions (posterior mean, decoded, rounded) against the
-	// originals.
-	PSNR float64
+	// originals; SubjectPSNR the same inside the subjects' masks only,
+	// where the toy world's shapes and textures are.
+	PSNR, SubjectPSNR float64
 }
 
 // EvaluateVAE reconstructs imgs with modelDir's saved VAE, loaded by the
@@ -515,6 +595,9 @@ type VAEEval struct {
 // the set) side by side: originals above, reconstructions below, at twice
 // their size.
 func EvaluateVAE(modelDir string, imgs *VAEImages, sheetPath string, sheet int) (ev VAEEval, err error) {
+	if len(imgs.Images) == 0 || len(imgs.Subjects) != len(imgs.Images) {
+		return ev, fmt.Errorf("train-vae: %d images with %d subject masks (LoadVAEImages makes both)", len(imgs.Images), len(imgs.Subjects))
+	}
 	m, err := vae.Load(filepath.Join(modelDir, vaeDir), torch.Options{})
 	if err != nil {
 		return ev, fmt.Errorf("train-vae: %w", err)
@@ -522,7 +605,7 @@ func EvaluateVAE(modelDir string, imgs *VAEImages, sheetPath string, sheet int) 
 	defer m.Free()
 	defer torch.Recover(&err)
 	recon := make([]*image.RGBA, len(imgs.Images))
-	var sqErr, values float64
+	var sqErr, values, subjErr, subjValues float64
 	for i := 0; i < len(imgs.Images); i += 16 {
 		chunk := imgs.Images[i:min(i+16, len(imgs.Images))]
 		var out *torch.Tensor
@@ -539,18 +622,23 @@ func EvaluateVAE(modelDir string, imgs *VAEImages, sheetPath string, sheet int) 
 		}
 		for j, img := range rgba {
 			recon[i+j] = img
-			orig := chunk[j]
+			orig, subjects := chunk[j], imgs.Subjects[i+j]
 			for p := range orig.W * orig.H {
 				for c := range 3 {
 					d := float64(orig.Pix[3*p+c]) - float64(img.Pix[4*p+c])
 					sqErr += d * d
+					if subjects.Pix[p] != 0 {
+						subjErr += d * d
+						subjValues++
+					}
 				}
 			}
 			values += float64(3 * orig.W * orig.H)
 		}
 	}
 	ev.Images = len(imgs.Images)
-	ev.PSNR = 10 * math.Log10(255*255/math.Max(sqErr/values, 1e-12))
+	psnr := func(sq, n float64) float64 { return 10 * math.Log10(255*255/math.Max(sq/max(n, 1), 1e-12)) }
+	ev.PSNR, ev.SubjectPSNR = psnr(sqErr, values), psnr(subjErr, subjValues)
 	if sheetPath != "" && sheet > 0 {
 		if err := writeReconSheet(sheetPath, imgs, recon, sheet); err != nil {
 			return ev, err

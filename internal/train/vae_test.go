@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -154,7 +155,7 @@ func TestTrainVAEStopsAndSavesOnCancel(t *testing.T) {
 }
 
 func TestTrainVAERefusesBadFolders(t *testing.T) {
-	imgs := &VAEImages{Images: []*data.RGB{data.NewRGB(32, 32)}, Firsts: []int{0}}
+	imgs := &VAEImages{Images: []*data.RGB{data.NewRGB(32, 32)}, Subjects: []*data.Gray{data.NewGray(32, 32)}, Firsts: []int{0}}
 	noVAE := t.TempDir()
 	os.WriteFile(filepath.Join(noVAE, "model_index.json"), []byte("{}"), 0o644)
 	for dir, want := range map[string]string{
@@ -165,6 +166,10 @@ func TestTrainVAERefusesBadFolders(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), dir) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: got %v, want one line naming it and %q", dir, err, want)
 		}
+	}
+	if _, err := TrainVAE(context.Background(), noVAE, &VAEImages{Images: imgs.Images}, DefaultVAEConfig(), VAEHooks{}); err == nil ||
+		!strings.Contains(err.Error(), "1 images with 0 subject masks") {
+		t.Errorf("images without masks: %v", err)
 	}
 	bad := DefaultVAEConfig()
 	bad.BatchSize = 0
@@ -183,5 +188,30 @@ func TestVAELearningRateWarmsUpAndDecays(t *testing.T) {
 	}
 	if mid := c.lrAt(55); !(mid > 1e-4 && mid < 1e-3) {
 		t.Errorf("step 55: lr %g", mid)
+	}
+}
+
+func TestSubjectPixelsWeighMore(t *testing.T) {
+	mask := data.NewGray(5, 4)
+	mask.Pix[1*5+3] = 255 // one subject pixel at (3, 1)
+	grown := subjectsMask(&data.Frame{Image: data.NewRGB(5, 4), Masks: []*data.Gray{mask}})
+	var inside []int
+	for i, v := range grown.Pix {
+		if v != 0 {
+			inside = append(inside, i)
+		}
+	}
+	// Rows 0-2, columns 2-4.
+	if want := []int{2, 3, 4, 7, 8, 9, 12, 13, 14}; !slices.Equal(inside, want) {
+		t.Fatalf("grown mask covers %v, want %v", inside, want)
+	}
+	if got := flippedMask(grown).Pix[0:5]; !slices.Equal(got, []uint8{255, 255, 255, 0, 0}) {
+		t.Fatalf("flipped row 0: %v", got)
+	}
+	w := pixelWeights([]*data.Gray{grown}, 9).Float32s()
+	// 9 pixels of weight 10 and 11 of weight 1, scaled to mean 1.
+	scale := 20.0 / (9*10 + 11)
+	if math.Abs(float64(w[2])-10*scale) > 1e-6 || math.Abs(float64(w[0])-scale) > 1e-6 {
+		t.Fatalf("weights %v", w)
 	}
 }
