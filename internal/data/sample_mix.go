@@ -14,8 +14,8 @@ const VideoFraction = 0.7
 // probability VideoFraction (else an image), the record uniform among
 // its kind. Sample i depends only on the seed and i, not on which samples
 // were made before or on which goroutine, so prefetching workers, resumed
-// runs and data-parallel ranks (taking i = step*world + rank) all see the
-// same data.
+// runs and data-parallel ranks (rank r of W making samples r, r+W, ...,
+// see PrefetchStride) all see the same data.
 type Sampler struct {
 	Clips, Images []*Record
 	Options       SampleOptions

@@ -35,10 +35,18 @@ type prefetchJob struct {
 // goroutines, at most ahead (at least 1) beyond the one Next waits for.
 // Stop it when done.
 func (s *Sampler) Prefetch(start, ahead, workers int) *Prefetcher {
-	return prefetch(s.Sample, start, ahead, workers)
+	return prefetch(s.Sample, start, 1, ahead, workers)
 }
 
-func prefetch(sample func(i int) (*Sample, error), start, ahead, workers int) *Prefetcher {
+// PrefetchStride is Prefetch over every stride-th sample: start,
+// start+stride, start+2*stride, ... It is one data-parallel rank's shard:
+// rank r of W starts at r and strides W, so that the ranks together make
+// each sample once.
+func (s *Sampler) PrefetchStride(start, stride, ahead, workers int) *Prefetcher {
+	return prefetch(s.Sample, start, max(stride, 1), ahead, workers)
+}
+
+func prefetch(sample func(i int) (*Sample, error), start, stride, ahead, workers int) *Prefetcher {
 	p := &Prefetcher{slots: make(chan chan prefetched, max(ahead, 1)), stop: make(chan struct{})}
 	jobs := make(chan prefetchJob)
 	workers = max(workers, 1)
@@ -48,7 +56,7 @@ func prefetch(sample func(i int) (*Sample, error), start, ahead, workers int) *P
 	go func() {
 		defer p.wg.Done()
 		defer close(jobs)
-		for i := start; ; i++ {
+		for i := start; ; i += stride {
 			job := prefetchJob{i, make(chan prefetched, 1)}
 			select {
 			case p.slots <- job.slot:

@@ -31,7 +31,7 @@ func (c *counting) sample(i int) (*Sample, error) {
 // workers, and a failed one is its error in its place.
 func TestPrefetchOrderAndErrors(t *testing.T) {
 	c := &counting{delay: time.Millisecond}
-	p := prefetch(c.sample, 3, 4, 3)
+	p := prefetch(c.sample, 3, 1, 4, 3)
 	defer p.Stop()
 	for i := 3; i < 20; i++ {
 		s, err := p.Next()
@@ -53,7 +53,7 @@ func TestPrefetchOrderAndErrors(t *testing.T) {
 func TestPrefetchStaysAhead(t *testing.T) {
 	c := &counting{}
 	const ahead = 4
-	p := prefetch(c.sample, 0, ahead, 3)
+	p := prefetch(c.sample, 0, 1, ahead, 3)
 	defer p.Stop()
 	for taken := 0; taken < 10; taken++ {
 		time.Sleep(20 * time.Millisecond) // a training step
@@ -71,7 +71,7 @@ func TestPrefetchStaysAhead(t *testing.T) {
 func TestPrefetchStops(t *testing.T) {
 	before := runtime.NumGoroutine()
 	c := &counting{delay: 5 * time.Millisecond}
-	p := prefetch(c.sample, 0, 2, 4)
+	p := prefetch(c.sample, 0, 1, 2, 4)
 	p.Next()
 	done := make(chan error)
 	go func() {
@@ -121,6 +121,25 @@ func TestSamplerPrefetch(t *testing.T) {
 	p := s.Prefetch(10, 3, 2)
 	defer p.Stop()
 	for i := 10; i < 16; i++ {
+		got, err := p.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := s.Sample(i)
+		if got.Index != i || !sameSample(got, want) {
+			t.Fatalf("prefetched sample %d is not Sample(%d)", got.Index, i)
+		}
+	}
+}
+
+// TestSamplerPrefetchStride: a strided prefetcher gives every stride-th
+// sample, as one rank of a data-parallel job reads its shard.
+func TestSamplerPrefetchStride(t *testing.T) {
+	m := smallToyWorld(t)
+	s, _ := NewSampler(m, 9, testOptions)
+	p := s.PrefetchStride(11, 3, 2, 2)
+	defer p.Stop()
+	for i := 11; i < 11+4*3; i += 3 {
 		got, err := p.Next()
 		if err != nil {
 			t.Fatal(err)
