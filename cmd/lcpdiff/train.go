@@ -161,7 +161,7 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		hooks.Sample = samples.render
 	}
 	start := time.Now()
-	err = train.Run(ctx, cfg, m, a, batches, cond, hooks)
+	err = train.Run(ctx, nil, cfg, m, a, batches, cond, hooks)
 	progress.finish()
 	if errors.Is(err, train.ErrInterrupted) {
 		return fmt.Errorf("%w; continue with --resume latest", err)

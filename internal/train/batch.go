@@ -11,6 +11,10 @@ type Batch struct {
 	Images *torch.Tensor
 	// Captions are the prompts, one per image.
 	Captions []string
+	// Index is each sample's global index: its place in the run's sample
+	// order, the same whichever rank of a data-parallel job reads it. It
+	// keys the sample's random draws (see Draws).
+	Index []int
 	// Subjects are, per image, its annotated subjects: what the LCP
 	// conditioner turns into static references, image tokens and
 	// grounding tokens. A text-only conditioner ignores them.
@@ -59,16 +63,26 @@ func (b *Batch) Free() {
 // frees; it never runs dry (a finite data set starts another epoch), so
 // an error means the data is broken.
 //
+// The source hands out the run's samples in a fixed global order, global
+// sample g depending only on the source's seed and g. Shard(rank, world)
+// makes it hand out only rank's share from its position on: global
+// samples p+rank, p+rank+world, p+rank+2·world, ..., so that world ranks
+// taking B samples a batch see, together, exactly the samples one process
+// taking B·world a batch would.
+//
 // State and Restore make a resumed run see exactly the batches the
 // interrupted one would have seen next: State, called between batches,
-// encodes the position of the sampler (epoch, index, shuffling and
-// augmentation seeds) and Restore, on a freshly made source over the same
-// data, returns to it. A source that prefetches reports the position of
-// what it has handed out, not of what it has read ahead.
+// encodes the global position (the samples every rank has taken, the
+// ranks moving in step) and Restore, on a freshly made source over the
+// same data, returns to it, keeping the shard. Any rank's state is
+// therefore the job's, and a resumed job may even have another number of
+// ranks. A source that prefetches reports the position of what it has
+// handed out, not of what it has read ahead.
 type Batches interface {
 	Next() (*Batch, error)
 	State() ([]byte, error)
 	Restore(state []byte) error
+	Shard(rank, world int) error
 }
 
 // Conditioner prepares the UNet for one micro-batch and takes the
@@ -80,9 +94,10 @@ type Batches interface {
 // derive from trainable parameters must be computed with autograd on (it
 // is, inside Run) so that their gradients reach them; frozen encoders may
 // run under torch.NoGrad. Random decisions, such as condition dropout,
-// draw from gen, which a checkpoint saves, so that a resumed run decides
-// the same. Clear, called after the backward pass, resets the adapter.
+// take the rows' own numbers from d, so that a sample is decided alike
+// however the job is split into ranks and after a resume. Clear, called
+// after the backward pass, resets the adapter.
 type Conditioner interface {
-	Condition(b *Batch, gen *torch.Generator) (context *torch.Tensor, err error)
+	Condition(b *Batch, d Draws) (context *torch.Tensor, err error)
 	Clear()
 }

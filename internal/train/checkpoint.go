@@ -19,7 +19,7 @@ import (
 //	unet.safetensors     the UNet's weights by their diffusers keys, when
 //	                     any of them trains (the toy world's recipe)
 //	optimizer.bin        the AdamW state, libtorch's archive (torch.AdamW.State)
-//	state.json           the step, the data position, the generator state
+//	state.json           the step, the data position, the seed
 //
 // The optimizer state is a file of its own rather than safetensors
 // metadata: it holds two moments per trainable weight, twice the size of
@@ -41,7 +41,11 @@ type checkpointState struct {
 	Seconds   float64  `json:"seconds"`   // training wall time so far, for the log
 	Trainable []string `json:"trainable"` // the optimizer's parameters, in its order
 	Data      []byte   `json:"data"`      // Batches.State (base64 in JSON)
-	RNG       []byte   `json:"rng"`       // the generator's state (base64 in JSON)
+	// Seed keys every random draw with the step and the sample's index
+	// (see Draws): with Step and Data it is the whole random state, the
+	// same on every rank. Checkpoints from before that scheme lack it and
+	// held a generator's state instead, which is ignored.
+	Seed *uint64 `json:"seed,omitempty"`
 }
 
 // CheckpointDir is the folder of the checkpoint after step.
@@ -121,9 +125,8 @@ func (t *trainer) writeCheckpoint(dir string) error {
 	if err != nil {
 		return fmt.Errorf("data position: %w", err)
 	}
-	rng := t.gen.State()
-	defer rng.Free()
-	st := checkpointState{Step: t.step, Seconds: t.seconds(), Trainable: t.train.keys, Data: data, RNG: rng.Bytes()}
+	seed := t.cfg.Seed
+	st := checkpointState{Step: t.step, Seconds: t.seconds(), Trainable: t.train.keys, Data: data, Seed: &seed}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -153,8 +156,8 @@ func (t *trainer) trains(prefix string) bool {
 }
 
 // loadCheckpoint puts the run back where the checkpoint in dir left it:
-// every adapter parameter, the optimizer, the generator, the data source
-// and the step.
+// every adapter parameter, the optimizer, the data source and the step.
+// The random draws follow from the seed, the step and the data position.
 func (t *trainer) loadCheckpoint(dir string) (checkpointState, error) {
 	var st checkpointState
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
@@ -166,6 +169,12 @@ func (t *trainer) loadCheckpoint(dir string) (checkpointState, error) {
 	}
 	if !slices.Equal(st.Trainable, t.train.keys) {
 		return st, fmt.Errorf("train: resume %s: it trained %d parameters, this run trains %d other ones: keep trainable as it was", dir, len(st.Trainable), len(t.train.keys))
+	}
+	switch {
+	case st.Seed == nil:
+		t.logf("%s is from before per-sample random draws: the noise and dropout from here on follow seed %d", dir, t.cfg.Seed)
+	case *st.Seed != t.cfg.Seed:
+		return st, fmt.Errorf("train: resume %s: it was trained with seed %d, this run has seed %d: keep the seed as it was", dir, *st.Seed, t.cfg.Seed)
 	}
 	if err := loadParams(filepath.Join(dir, adapterFile), t.adapter.Params(), "the adapter"); err != nil {
 		return st, fmt.Errorf("train: resume %s: %w", dir, err)
@@ -181,13 +190,6 @@ func (t *trainer) loadCheckpoint(dir string) (checkpointState, error) {
 	}
 	if err := t.opt.LoadState(opt); err != nil {
 		return st, fmt.Errorf("train: resume %s: optimizer: %w", dir, err)
-	}
-	if err := torch.Try(func() {
-		rng := torch.FromBytes(st.RNG, torch.Uint8, int64(len(st.RNG)))
-		defer rng.Free()
-		t.gen.SetState(rng)
-	}); err != nil {
-		return st, fmt.Errorf("train: resume %s: generator: %w", dir, err)
 	}
 	if err := t.data.Restore(st.Data); err != nil {
 		return st, fmt.Errorf("train: resume %s: data position: %w", dir, err)

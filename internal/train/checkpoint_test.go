@@ -32,7 +32,7 @@ func TestResumeIsBitExact(t *testing.T) {
 	}
 
 	straightDir := t.TempDir()
-	if err := Run(context.Background(), config(straightDir), m, a, tinyData(0), cond, Hooks{}); err != nil {
+	if err := Run(context.Background(), nil, config(straightDir), m, a, tinyData(0), cond, Hooks{}); err != nil {
 		t.Fatal(err)
 	}
 	straight := snapshot(a.Params())
@@ -42,7 +42,7 @@ func TestResumeIsBitExact(t *testing.T) {
 	dir := t.TempDir()
 	ctx, interrupt := context.WithCancelCause(context.Background())
 	defer interrupt(nil)
-	err := Run(ctx, config(dir), m, a, tinyData(0), cond, Hooks{
+	err := Run(ctx, nil, config(dir), m, a, tinyData(0), cond, Hooks{
 		Progress: func(step, total int, loss float64) {
 			if step == 2 {
 				interrupt(ErrInterrupted) // as OnInterrupt does at Ctrl-C
@@ -62,7 +62,7 @@ func TestResumeIsBitExact(t *testing.T) {
 	cfg := config(dir)
 	cfg.Resume = "latest"
 	var resumedSteps []int
-	err = Run(context.Background(), cfg, m, a, tinyData(0), cond, Hooks{
+	err = Run(context.Background(), nil, cfg, m, a, tinyData(0), cond, Hooks{
 		Progress: func(step, total int, loss float64) { resumedSteps = append(resumedSteps, step) },
 	})
 	if err != nil {
@@ -95,10 +95,10 @@ func TestResumeIsBitExact(t *testing.T) {
 	}
 
 	cfg.Trainable = []string{"*fuser*"}
-	if err := Run(context.Background(), cfg, m, a, tinyData(0), cond, Hooks{}); err == nil || !strings.Contains(err.Error(), "trainable") {
+	if err := Run(context.Background(), nil, cfg, m, a, tinyData(0), cond, Hooks{}); err == nil || !strings.Contains(err.Error(), "trainable") {
 		t.Errorf("resuming with other trainable parameters: %v", err)
 	}
-	if err := Run(context.Background(), config(dir), m, a, tinyData(0), cond, Hooks{}); err == nil || !strings.Contains(err.Error(), "already holds a run") {
+	if err := Run(context.Background(), nil, config(dir), m, a, tinyData(0), cond, Hooks{}); err == nil || !strings.Contains(err.Error(), "already holds a run") {
 		t.Errorf("a fresh run over an old one: %v", err)
 	}
 }

@@ -30,18 +30,17 @@ type TextConditioner struct {
 
 // Condition implements Conditioner: the embeddings [B, 77, D] of the
 // captions after dropout.
-func (c *TextConditioner) Condition(b *Batch, gen *torch.Generator) (*torch.Tensor, error) {
-	return c.Encode(c.Prompts(b.Captions, gen)), nil
+func (c *TextConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
+	return c.Encode(c.Prompts(b.Captions, d)), nil
 }
 
 // Clear implements Conditioner; there is nothing to undo.
 func (c *TextConditioner) Clear() {}
 
-// Prompts applies the caption dropout. It draws one number per caption
-// whatever the probability, so that changing Dropout leaves the noise and
-// timesteps drawn after it unchanged.
-func (c *TextConditioner) Prompts(captions []string, gen *torch.Generator) []string {
-	u := torch.Scoped(func() *torch.Tensor { return torch.Rand(gen, int64(len(captions))) }).Float64s()
+// Prompts applies the caption dropout, row i by its own number
+// d.TextDropout()[i].
+func (c *TextConditioner) Prompts(captions []string, d Draws) []string {
+	u := d.TextDropout()
 	prompts := make([]string, len(captions))
 	for i, caption := range captions {
 		if u[i] >= c.Dropout {

@@ -35,8 +35,8 @@ type Config struct {
 	// guidance needs. The conditioner applies them.
 	TextDropout  float64 `mapstructure:"text_dropout"`
 	ImageDropout float64 `mapstructure:"image_dropout"`
-	// Seed seeds the generator of the noise, the timesteps and the dropout
-	// decisions; the data source has its own.
+	// Seed keys every random draw: the data order and augmentation, and
+	// each sample's noise, timestep and dropout decisions (see Draws).
 	Seed uint64 `mapstructure:"seed"`
 	// LogEvery, SampleEvery and CheckpointEvery are intervals in optimizer
 	// steps; 0 turns sampling and the periodic checkpoints off (a run

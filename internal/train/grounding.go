@@ -32,17 +32,15 @@ func NewGroundingConditioner(m *pipeline.Model, a *lcp.Adapter, cfg Config) *Gro
 }
 
 // Condition implements train.Conditioner.
-func (c *GroundingConditioner) Condition(b *Batch, gen *torch.Generator) (*torch.Tensor, error) {
-	embeds, err := c.text.Condition(b, gen)
+func (c *GroundingConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
+	embeds, err := c.text.Condition(b, d)
 	if err != nil {
 		return nil, err
 	}
 	s := torch.NewScope()
 	defer s.Close()
 	rows := len(b.Captions)
-	// One draw per sample whatever the probability, as the text dropout
-	// does, so that the noise drawn after it does not depend on it.
-	u := torch.Rand(gen, int64(rows)).Float64s()
+	u := d.ImageDropout()
 	const slots = gligen.MaxObjects
 	dim := int(c.model.Text.Config.HiddenSize)
 	boxes, mask := make([]float32, rows*slots*4), make([]float32, rows*slots)

@@ -55,8 +55,8 @@ func newTestConditioner(m *pipeline.Model, a *lcp.Adapter, textDropout float64) 
 	}
 }
 
-func (c *testConditioner) Condition(b *Batch, gen *torch.Generator) (*torch.Tensor, error) {
-	embeds, err := c.text.Condition(b, gen)
+func (c *testConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
+	embeds, err := c.text.Condition(b, d)
 	if err != nil {
 		return nil, err
 	}

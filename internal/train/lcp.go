@@ -43,16 +43,15 @@ func NewLCPConditioner(m *pipeline.Model, a *lcp.Adapter, enc pipeline.Encoders,
 }
 
 // Condition implements Conditioner.
-func (c *LCPConditioner) Condition(b *Batch, gen *torch.Generator) (*torch.Tensor, error) {
+func (c *LCPConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
 	if n := len(b.Captions); n != 1 {
 		return nil, fmt.Errorf("the LCP conditioner takes one sample per micro-batch, got %d", n)
 	}
-	embeds, err := c.text.Condition(b, gen)
+	embeds, err := c.text.Condition(b, d)
 	if err != nil {
 		return nil, err
 	}
-	// One draw whatever the probability, as the text dropout does.
-	u := torch.Scoped(func() *torch.Tensor { return torch.Rand(gen, 1) }).Float64s()[0]
+	u := d.ImageDropout()[0]
 	subjects := b.Subjects[0]
 	if u < c.dropout || len(subjects) == 0 {
 		return embeds, nil // the adapter stays unconditioned: the null image

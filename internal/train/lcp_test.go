@@ -69,7 +69,7 @@ func TestLCPConditionerTrainsEveryPartAndResumes(t *testing.T) {
 
 	straightDir := t.TempDir()
 	cfg := lcpConfig(straightDir, 4)
-	if err := Run(context.Background(), cfg, m, a, newData(cfg), newCond(cfg), Hooks{}); err != nil {
+	if err := Run(context.Background(), nil, cfg, m, a, newData(cfg), newCond(cfg), Hooks{}); err != nil {
 		t.Fatal(err)
 	}
 	if a.State.Subjects != nil || a.Grounding.Condition().Objs != nil {
@@ -97,7 +97,7 @@ func TestLCPConditionerTrainsEveryPartAndResumes(t *testing.T) {
 	ctx, interrupt := context.WithCancelCause(context.Background())
 	defer interrupt(nil)
 	cfg = lcpConfig(dir, 4)
-	err := Run(ctx, cfg, m, a, newData(cfg), newCond(cfg), Hooks{
+	err := Run(ctx, nil, cfg, m, a, newData(cfg), newCond(cfg), Hooks{
 		Progress: func(step, total int, loss float64) {
 			if step == 2 {
 				interrupt(ErrInterrupted)
@@ -109,7 +109,7 @@ func TestLCPConditionerTrainsEveryPartAndResumes(t *testing.T) {
 	}
 	restore(space, initial) // as a new process would start
 	cfg.Resume = "latest"
-	if err := Run(context.Background(), cfg, m, a, newData(cfg), newCond(cfg), Hooks{}); err != nil {
+	if err := Run(context.Background(), nil, cfg, m, a, newData(cfg), newCond(cfg), Hooks{}); err != nil {
 		t.Fatal(err)
 	}
 	for k, p := range space {

@@ -32,11 +32,17 @@ type Hooks struct {
 // to cfg.OutDir and checkpoints there every cfg.CheckpointEvery steps and
 // at the end.
 //
+// With a process group pg, Run is one rank of a data-parallel job (see
+// ddp.go): it shards data, starts from rank 0's weights, averages the
+// gradients over the ranks every step, and only rank 0 writes the log,
+// the plot and checkpoints and calls hooks. Every rank must call Run with
+// the same configuration. pg nil is a single process.
+//
 // Cancelling ctx (see OnInterrupt) stops the run after the step under way
 // with a checkpoint; the error then wraps context.Cause(ctx). When Run
 // returns, every parameter's requires_grad is as it found it and no
 // gradient is left behind.
-func Run(ctx context.Context, cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, cond Conditioner, hooks Hooks) (err error) {
+func Run(ctx context.Context, pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, cond Conditioner, hooks Hooks) (err error) {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -44,7 +50,7 @@ func Run(ctx context.Context, cfg Config, m *pipeline.Model, a *lcp.Adapter, dat
 		return fmt.Errorf("train: scheduler: %w", err)
 	}
 	defer torch.Recover(&err)
-	t, err := newTrainer(cfg, m, a, data, cond, hooks)
+	t, err := newTrainer(pg, cfg, m, a, data, cond, hooks)
 	if err != nil {
 		return err
 	}
@@ -60,15 +66,15 @@ type trainer struct {
 	adapter *lcp.Adapter
 	data    Batches
 	cond    Conditioner
-	hooks   Hooks
+	hooks   Hooks               // none on ranks other than 0
+	pg      *torch.ProcessGroup // nil for a single process
 
 	train       trainable
 	restoreGrad func()
 	opt         *torch.AdamW
-	gen         *torch.Generator // noise, timesteps, dropout
 	ddpm        *pipeline.DDPM
-	velocity    bool // the model predicts v, not epsilon
-	log         *lossLog
+	velocity    bool     // the model predicts v, not epsilon
+	log         *lossLog // nil on ranks other than 0
 
 	step         int       // optimizer steps done
 	checkpointed int       // step of the newest checkpoint on disk, -1 for none
@@ -76,8 +82,11 @@ type trainer struct {
 	started      time.Time // when this process started training
 }
 
-func newTrainer(cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, cond Conditioner, hooks Hooks) (_ *trainer, err error) {
-	t := &trainer{cfg: cfg, model: m, adapter: a, data: data, cond: cond, hooks: hooks, checkpointed: -1}
+func newTrainer(pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, cond Conditioner, hooks Hooks) (_ *trainer, err error) {
+	t := &trainer{cfg: cfg, model: m, adapter: a, data: data, cond: cond, hooks: hooks, pg: pg, checkpointed: -1}
+	if !t.lead() {
+		t.hooks = Hooks{} // rank 0 reports for the job
+	}
 	switch m.Scheduler.PredictionType {
 	case "", "epsilon":
 	case "v_prediction":
@@ -104,23 +113,40 @@ func newTrainer(cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, con
 	t.opt = torch.NewAdamW(t.train.params, torch.AdamWOptions{
 		LR: cfg.LR, Beta1: cfg.Betas[0], Beta2: cfg.Betas[1], Eps: 1e-8, WeightDecay: cfg.WeightDecay,
 	})
-	t.gen = torch.NewGenerator(cfg.Seed)
 	t.ddpm = pipeline.NewDDPM(m.Scheduler)
 
+	if err := data.Shard(t.rank(), t.world()); err != nil {
+		return nil, err
+	}
+	// Every rank reads before any writes, and all go on only if all
+	// succeeded: a rank that failed alone would leave the others waiting
+	// in the first collective until the timeout.
 	resumed, err := t.resumeOrStart()
-	if err != nil {
+	if err = t.agree(err); err != nil {
 		return nil, err
 	}
 	// The configuration, not the checkpoint, sets the learning rate: a
 	// resumed run may change it.
 	t.opt.SetLR(cfg.LR)
-	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-		return nil, fmt.Errorf("train: %w", err)
+	if t.lead() {
+		if err = os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+			err = fmt.Errorf("train: %w", err)
+		} else {
+			t.log, err = openLog(cfg.OutDir, t.step, resumed)
+		}
 	}
-	if t.log, err = openLog(cfg.OutDir, t.step, resumed); err != nil {
+	if err = t.agree(err); err != nil {
 		return nil, err
 	}
-	t.logf("training %d parameters (%d tensors), %d samples a step", t.train.count(), len(t.train.params), cfg.SamplesPerStep())
+	if err := t.broadcastWeights(); err != nil {
+		return nil, err
+	}
+	if t.pg == nil {
+		t.logf("training %d parameters (%d tensors), %d samples a step", t.train.count(), len(t.train.params), cfg.SamplesPerStep())
+	} else {
+		t.logf("training %d parameters (%d tensors), %d samples a step (%d ranks of %d)",
+			t.train.count(), len(t.train.params), t.world()*cfg.SamplesPerStep(), t.world(), cfg.SamplesPerStep())
+	}
 	return t, nil
 }
 
@@ -129,6 +155,9 @@ func newTrainer(cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches, con
 func (t *trainer) resumeOrStart() (resumed bool, err error) {
 	dir := t.cfg.Resume
 	if dir == "" {
+		if !t.lead() {
+			return false, nil // rank 0 checks the folder it alone writes
+		}
 		return false, checkFresh(t.cfg.OutDir)
 	}
 	if dir == "latest" {
@@ -163,9 +192,6 @@ func (t *trainer) close() {
 	if t.opt != nil {
 		t.opt.Close()
 	}
-	if t.gen != nil {
-		t.gen.Close()
-	}
 	if t.restoreGrad != nil {
 		t.restoreGrad()
 	}
@@ -187,7 +213,11 @@ func (t *trainer) run(ctx context.Context) error {
 	t.started = time.Now()
 	w := window{start: t.started}
 	for t.step < cfg.Steps {
-		if ctx.Err() != nil {
+		stop, err := t.stopping(ctx)
+		if err != nil {
+			return err
+		}
+		if stop {
 			return t.stop(ctx)
 		}
 		loss, gradNorm, err := t.optimizerStep()
@@ -199,24 +229,43 @@ func (t *trainer) run(ctx context.Context) error {
 		if t.hooks.Progress != nil {
 			t.hooks.Progress(t.step, cfg.Steps, loss)
 		}
+		// What is due depends on the step alone, so every rank knows when
+		// rank 0 writes and waits to hear whether that went well.
 		last := t.step == cfg.Steps
-		if t.step%cfg.LogEvery == 0 || last {
-			if err := t.log.append(w.row(t)); err != nil {
-				return err
-			}
-			w = window{start: time.Now()}
+		logDue := t.step%cfg.LogEvery == 0 || last
+		sampleDue := cfg.SampleEvery > 0 && t.step%cfg.SampleEvery == 0
+		checkpointDue := cfg.CheckpointEvery > 0 && t.step%cfg.CheckpointEvery == 0 || last
+		if !logDue && !sampleDue && !checkpointDue {
+			continue
 		}
-		if cfg.SampleEvery > 0 && t.step%cfg.SampleEvery == 0 && t.hooks.Sample != nil {
-			torch.NoGrad(func() { err = t.hooks.Sample(t.step) })
-			if err != nil {
-				return fmt.Errorf("train: samples at step %d: %w", t.step, err)
-			}
+		var reportErr error
+		if t.lead() {
+			reportErr = t.report(&w, logDue, sampleDue, checkpointDue)
 		}
-		if cfg.CheckpointEvery > 0 && t.step%cfg.CheckpointEvery == 0 || last {
-			if err := t.checkpoint(); err != nil {
-				return err
-			}
+		if err := t.agree(reportErr); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// report writes the log row, renders samples and checkpoints, as due; on
+// rank 0 only.
+func (t *trainer) report(w *window, logDue, sampleDue, checkpointDue bool) (err error) {
+	if logDue {
+		if err := t.log.append(w.row(t)); err != nil {
+			return err
+		}
+		*w = window{start: time.Now()}
+	}
+	if sampleDue && t.hooks.Sample != nil {
+		torch.NoGrad(func() { err = t.hooks.Sample(t.step) })
+		if err != nil {
+			return fmt.Errorf("train: samples at step %d: %w", t.step, err)
+		}
+	}
+	if checkpointDue {
+		return t.checkpoint()
 	}
 	return nil
 }
@@ -237,25 +286,58 @@ func (w *window) add(loss, gradNorm float64) {
 // row is the log row of the window, which ends at t's step.
 func (w *window) row(t *trainer) LogRow {
 	n, elapsed := float64(w.steps), time.Since(w.start).Seconds()
+	samples := float64(t.world() * t.cfg.SamplesPerStep()) // the job's, not this rank's
 	return LogRow{
 		Step: t.step, Loss: w.loss / n, LR: t.cfg.LR, GradNorm: w.gradNorm / n, Seconds: t.seconds(),
-		StepsPerSec: n / elapsed, SamplesPerSec: n * float64(t.cfg.SamplesPerStep()) / elapsed,
+		StepsPerSec: n / elapsed, SamplesPerSec: n * samples / elapsed,
 	}
 }
+
+// stopping reports whether the run should stop before the next step: ctx
+// is cancelled, or, in a data-parallel job, any rank's is (a launcher may
+// signal one rank, or signal all at slightly different steps), so that all
+// stop after the same step.
+func (t *trainer) stopping(ctx context.Context) (bool, error) {
+	stop := ctx.Err() != nil
+	if t.pg == nil {
+		return stop, nil
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	v := t.collectiveOptions().Full(boolFloat(stop), 1)
+	if err := t.pg.AllReduceMean(v); err != nil {
+		return false, fmt.Errorf("train: after step %d: %w", t.step, err)
+	}
+	return v.Item() > 0, nil
+}
+
+// errPeerInterrupted is why a rank that was not interrupted itself stops.
+var errPeerInterrupted = fmt.Errorf("%w on another rank", ErrInterrupted)
 
 // stop checkpoints the last finished step, unless that is on disk
 // already, and reports why the run stopped.
 func (t *trainer) stop(ctx context.Context) error {
-	if t.checkpointed != t.step {
-		if err := t.checkpoint(); err != nil {
-			return fmt.Errorf("%w (stopping after step %d: %w)", err, t.step, context.Cause(ctx))
-		}
+	cause := context.Cause(ctx)
+	if cause == nil {
+		cause = errPeerInterrupted
 	}
-	return fmt.Errorf("train: stopped after step %d, checkpoint %s: %w", t.step, CheckpointDir(t.cfg.OutDir, t.step), context.Cause(ctx))
+	var err error
+	if t.checkpointed != t.step {
+		err = t.checkpoint()
+	}
+	if err = t.agree(err); err != nil {
+		return fmt.Errorf("%w (stopping after step %d: %w)", err, t.step, cause)
+	}
+	return fmt.Errorf("train: stopped after step %d, checkpoint %s: %w", t.step, CheckpointDir(t.cfg.OutDir, t.step), cause)
 }
 
-// checkpoint writes a checkpoint and the loss plot.
+// checkpoint writes a checkpoint and the loss plot; on rank 0 only, the
+// other ranks holding the same weights.
 func (t *trainer) checkpoint() error {
+	if !t.lead() {
+		t.checkpointed = t.step
+		return nil
+	}
 	dir, err := t.saveCheckpoint()
 	if err != nil {
 		return err
@@ -268,24 +350,50 @@ func (t *trainer) checkpoint() error {
 }
 
 // optimizerStep accumulates the gradients of GradAccum micro-batches,
-// clips their global norm and updates the trainable parameters. It
-// returns the mean loss and the gradient norm before clipping.
+// averages them over the ranks of a data-parallel job, clips their global
+// norm and updates the trainable parameters. It returns the mean loss
+// (over the ranks too) and the gradient norm before clipping.
 func (t *trainer) optimizerStep() (loss, gradNorm float64, err error) {
 	t.opt.ZeroGrad()
+	var failed error
 	for range t.cfg.GradAccum {
 		l, err := t.microStep()
 		if err != nil {
-			return 0, 0, err
+			failed = err
+			break
 		}
 		loss += l
 	}
+	loss /= float64(t.cfg.GradAccum)
+	if t.pg != nil {
+		// A rank that failed still takes part, so that the others hear of
+		// it now rather than at the timeout.
+		s, err := t.syncStep(loss, failed != nil)
+		switch {
+		case err != nil:
+			return 0, 0, err
+		case failed != nil:
+			return 0, 0, failed
+		case s.failed:
+			return 0, 0, fmt.Errorf("train: step %d: another rank failed; its output says why", t.step+1)
+		}
+		loss = s.loss
+	} else if failed != nil {
+		return 0, 0, failed
+	}
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		// Stepping on it would spread the NaN into every trainable weight.
+		return 0, 0, fmt.Errorf("train: step %d: the loss is %g", t.step+1, loss)
+	}
 	gradNorm = clipGradNorm(t.train.params, t.cfg.ClipGradNorm)
 	t.opt.Step()
-	return loss / float64(t.cfg.GradAccum), gradNorm, nil
+	return loss, gradNorm, nil
 }
 
 // microStep runs the objective on one batch and back-propagates it,
-// scaled so that GradAccum micro-batches sum to their mean's gradient.
+// scaled so that GradAccum micro-batches sum to their mean's gradient. A
+// loss that is not finite is returned without its backward pass, for
+// optimizerStep to refuse.
 func (t *trainer) microStep() (float64, error) {
 	s := torch.NewScope()
 	defer s.Close()
@@ -297,16 +405,16 @@ func (t *trainer) microStep() (float64, error) {
 	if err := t.check(b); err != nil {
 		return 0, fmt.Errorf("train: step %d: %w", t.step+1, err)
 	}
-	embeds, err := t.cond.Condition(b, t.gen)
+	d := NewDraws(t.cfg.Seed, t.step+1, b.Index)
+	embeds, err := t.cond.Condition(b, d)
 	if err != nil {
 		return 0, fmt.Errorf("train: step %d: conditioning: %w", t.step+1, err)
 	}
 	defer t.cond.Clear()
-	loss := t.loss(b.Images, embeds)
+	loss := t.loss(b.Images, embeds, d)
 	v := loss.Item()
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		// Stepping on it would spread the NaN into every trainable weight.
-		return 0, fmt.Errorf("train: step %d: the loss is %g", t.step+1, v)
+		return v, nil
 	}
 	loss.DivScalar(float64(t.cfg.GradAccum)).Backward()
 	return v, nil
@@ -321,13 +429,17 @@ func (t *trainer) check(b *Batch) error {
 	if len(b.Captions) != t.cfg.BatchSize {
 		return fmt.Errorf("batch has %d captions for %d images", len(b.Captions), t.cfg.BatchSize)
 	}
+	if len(b.Index) != t.cfg.BatchSize {
+		return fmt.Errorf("batch has %d sample indices for %d images", len(b.Index), t.cfg.BatchSize)
+	}
 	return nil
 }
 
 // loss is Eq. 1 on images [B, 3, H, W]: the mean squared error between the
 // noise added at random timesteps and the UNet's prediction of it (or the
-// velocity, for a v-prediction model).
-func (t *trainer) loss(images, embeds *torch.Tensor) *torch.Tensor {
+// velocity, for a v-prediction model), each row's noise and timestep its
+// own draws of d.
+func (t *trainer) loss(images, embeds *torch.Tensor, d Draws) *torch.Tensor {
 	m := t.model
 	var x0 *torch.Tensor
 	torch.NoGrad(func() {
@@ -337,8 +449,8 @@ func (t *trainer) loss(images, embeds *torch.Tensor) *torch.Tensor {
 		mean, _ := m.VAE.Encode(images.ToOptions(m.Options))
 		x0 = m.VAE.Config.ScaleLatents(mean)
 	})
-	noise := m.Options.Randn(t.gen, x0.Shape()...)
-	timesteps := sampleTimesteps(t.gen, x0.Size(0), m.Scheduler.NumTrainTimesteps)
+	noise := d.noise(m.Options, x0.Shape()[1:]...)
+	timesteps := d.timesteps(m.Scheduler.NumTrainTimesteps)
 	noisy := t.ddpm.AddNoise(x0, noise, timesteps)
 	target := noise
 	if t.velocity {
@@ -346,13 +458,4 @@ func (t *trainer) loss(images, embeds *torch.Tensor) *torch.Tensor {
 	}
 	pred := m.UNet.Forward(noisy, timesteps.ToDevice(m.Options.Device), embeds)
 	return pred.To(torch.Float32).Sub(target.To(torch.Float32)).Square().Mean()
-}
-
-// sampleTimesteps draws n timesteps uniformly from 0..T-1 (i64, CPU), as
-// torch.randint(0, T, (n,)) does in diffusers' training scripts.
-func sampleTimesteps(gen *torch.Generator, n int64, T int) *torch.Tensor {
-	return torch.Scoped(func() *torch.Tensor {
-		// U[0, 1) * T can round up to T in f32; the clamp keeps it in range.
-		return torch.Rand(gen, n).MulScalar(float64(T)).Floor().ClampMax(float64(T - 1)).To(torch.Int64)
-	})
 }

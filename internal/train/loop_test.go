@@ -15,22 +15,22 @@ import (
 
 // evalLoss is the objective on a fixed batch at fixed noise and
 // timesteps (several draws of them), without training: the same code as a
-// step, with its own generator.
+// step, with draws of its own seed.
 func evalLoss(t *testing.T, m *pipeline.Model, a *lcp.Adapter, cond Conditioner, b *Batch) float64 {
 	t.Helper()
-	tr := &trainer{model: m, adapter: a, ddpm: pipeline.NewDDPM(m.Scheduler), gen: torch.NewGenerator(1234)}
-	defer tr.gen.Close()
+	tr := &trainer{model: m, adapter: a, ddpm: pipeline.NewDDPM(m.Scheduler)}
 	total := 0.0
 	const draws = 8
 	torch.NoGrad(func() {
 		s := torch.NewScope()
 		defer s.Close()
-		for range draws {
-			embeds, err := cond.Condition(b, tr.gen)
+		for k := range draws {
+			d := NewDraws(1234, k+1, b.Index)
+			embeds, err := cond.Condition(b, d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			total += tr.loss(b.Images, embeds).Item()
+			total += tr.loss(b.Images, embeds, d).Item()
 			cond.Clear()
 		}
 	})
@@ -76,7 +76,7 @@ func TestOverfitsFixedBatchAndFreezesTheRest(t *testing.T) {
 	baseBefore := snapshot(frozenUNetWeights(m))
 	defer freeAll(baseBefore)
 	var losses []float64
-	err = Run(context.Background(), cfg, m, a, tinyData(1), cond, Hooks{
+	err = Run(context.Background(), nil, cfg, m, a, tinyData(1), cond, Hooks{
 		Progress: func(step, total int, loss float64) { losses = append(losses, loss) },
 	})
 	if err != nil {
@@ -165,7 +165,7 @@ func TestRunsAtConstantMemory(t *testing.T) {
 	cfg.CheckpointEvery = 10
 	live := make([]int64, 0, 30)
 	torch.Settle() // unrelated garbage is freed now, not while we count
-	err := Run(context.Background(), cfg, m, a, tinyData(0), cond, Hooks{
+	err := Run(context.Background(), nil, cfg, m, a, tinyData(0), cond, Hooks{
 		Progress: func(step, total int, loss float64) { live = append(live, torch.LiveTensors()) },
 	})
 	if err != nil {

@@ -3,7 +3,6 @@ package train
 import (
 	"fmt"
 	"runtime"
-	"strconv"
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
@@ -15,11 +14,12 @@ import (
 // not wait on decoding and resizing PNGs.
 //
 // Sample i depends only on the seed and i, so the position is one number,
-// the index of the next sample handed out: State and Restore are exact,
-// and a resumed run may even change the batch size and still see the
-// samples in the same order. The tensors are built on the caller's
-// goroutine (libtorch scopes are per goroutine); only the Go images are
-// made in the background.
+// the global index of the next sample: State and Restore are exact, a
+// rank of a data-parallel job makes only its own samples (Shard), and a
+// resumed run may even change the batch size or the number of ranks and
+// still see the samples in the same order. The tensors are built on the
+// caller's goroutine (libtorch scopes are per goroutine); only the Go
+// images are made in the background.
 type ManifestBatches struct {
 	sampler   *data.Sampler
 	path      string // the manifest's, for messages
@@ -29,7 +29,7 @@ type ManifestBatches struct {
 	// before the first Next; NewManifestBatches picks defaults.
 	Workers, Ahead int
 
-	next     int              // index of the next sample Next hands out
+	pos      shard            // the position and this rank's share
 	prefetch *data.Prefetcher // nil until Next needs it
 }
 
@@ -60,7 +60,7 @@ func NewManifestBatches(m *data.Manifest, cfg Config) (*ManifestBatches, error) 
 // Next implements Batches.
 func (b *ManifestBatches) Next() (*Batch, error) {
 	if b.prefetch == nil {
-		b.prefetch = b.sampler.Prefetch(b.next, b.Ahead, b.Workers)
+		b.prefetch = b.sampler.PrefetchStride(b.pos.index(0), b.pos.size(), b.Ahead, b.Workers)
 	}
 	samples := make([]*data.Sample, b.batchSize)
 	for i := range samples {
@@ -73,25 +73,25 @@ func (b *ManifestBatches) Next() (*Batch, error) {
 		}
 		samples[i] = s
 	}
-	b.next += b.batchSize
+	b.pos.advance(b.batchSize)
 	return newBatch(samples), nil
 }
 
-// State implements Batches: the index of the next sample.
-func (b *ManifestBatches) State() ([]byte, error) {
-	return strconv.AppendInt(nil, int64(b.next), 10), nil
-}
+// State implements Batches: the global index of the next sample.
+func (b *ManifestBatches) State() ([]byte, error) { return b.pos.state(), nil }
 
 // Restore implements Batches. Samples made ahead from the old position
 // are dropped.
 func (b *ManifestBatches) Restore(state []byte) error {
-	n, err := strconv.Atoi(string(state))
-	if err != nil || n < 0 {
-		return fmt.Errorf("manifest data: bad position %q", state)
-	}
 	b.stopPrefetch()
-	b.next = n
-	return nil
+	return b.pos.restore(state, "manifest data")
+}
+
+// Shard implements Batches. Samples made ahead for the old share are
+// dropped.
+func (b *ManifestBatches) Shard(rank, world int) error {
+	b.stopPrefetch()
+	return b.pos.reshard(rank, world, "manifest data")
 }
 
 // Close stops the prefetching goroutines. Next may still be called after
@@ -109,10 +109,11 @@ func (b *ManifestBatches) stopPrefetch() {
 // subject its box, words and both references.
 func newBatch(samples []*data.Sample) *Batch {
 	targets := make([]*data.RGB, len(samples))
-	b := &Batch{Captions: make([]string, len(samples)), Subjects: make([][]Subject, len(samples))}
+	b := &Batch{Captions: make([]string, len(samples)), Index: make([]int, len(samples)), Subjects: make([][]Subject, len(samples))}
 	for i, s := range samples {
 		targets[i] = s.Target
 		b.Captions[i] = s.Caption
+		b.Index[i] = s.Index
 		for _, sub := range s.Subjects {
 			b.Subjects[i] = append(b.Subjects[i], Subject{
 				Box:      sub.Box,

@@ -159,3 +159,45 @@ func TestManifestBatchesRestore(t *testing.T) {
 		}
 	}
 }
+
+// Ranks of a data-parallel job read disjoint shards whose union, step by
+// step, is the single process's batch; a resumed job may have another
+// number of ranks.
+func TestManifestBatchesShard(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	m := toyManifest(t)
+	whole := nextBatches(t, manifestBatches(t, m, 7), 2) // 3 samples a batch: global samples 0..5
+	ranks := make([]*ManifestBatches, 3)
+	for r := range ranks {
+		ranks[r] = manifestBatches(t, m, 7)
+		ranks[r].batchSize = 1
+		if err := ranks[r].Shard(r, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for step, want := range whole {
+		for r, src := range ranks {
+			got := nextBatches(t, src, 1)[0]
+			if got.Index[0] != want.Index[r] || !sameBits(got.Images, want.Images.Narrow(0, int64(r), 1)) || got.Captions[0] != want.Captions[r] {
+				t.Fatalf("step %d: rank %d read sample %v, want the whole batch's row %d (%v)", step, r, got.Index, r, want.Index)
+			}
+		}
+	}
+	state, err := ranks[2].State()
+	if err != nil || string(state) != "6" {
+		t.Fatalf("rank 2's state %q (%v), want the job's position 6", state, err)
+	}
+	// Resumed on two ranks of 2 samples, the job goes on with sample 6.
+	b := manifestBatches(t, m, 7)
+	b.batchSize = 2
+	if err := b.Restore(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Shard(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextBatches(t, b, 1)[0].Index; !slices.Equal(got, []int{7, 9}) {
+		t.Errorf("rank 1 of 2 after the resume read %v, want [7 9]", got)
+	}
+}

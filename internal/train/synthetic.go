@@ -2,24 +2,25 @@ package train
 
 import (
 	"fmt"
-	"strconv"
 
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
 // Synthetic is a data source of random images (uniform in [-1, 1]) and
 // captions taken in turn from a list, for tests and smoke runs of the
-// loop without a data set. Batch i depends on Seed and i alone, so the
-// source is deterministic and its position is one number.
+// loop without a data set. Global sample g depends on Seed and g alone,
+// so the source is deterministic, shards like any other (see Batches) and
+// its position is one number.
 type Synthetic struct {
 	BatchSize, Resolution int
 	Captions              []string
 	Seed                  uint64
-	// Distinct, when positive, makes batch i the same as batch
-	// i mod Distinct: 1 gives the fixed batch of an overfitting test.
+	// Distinct, when positive, makes the source repeat after Distinct
+	// global batches (BatchSize samples on each rank): 1 gives the fixed
+	// batch of an overfitting test.
 	Distinct int
 
-	next int64 // index of the batch Next returns
+	pos shard
 }
 
 // Next implements Batches.
@@ -27,37 +28,34 @@ func (s *Synthetic) Next() (*Batch, error) {
 	if s.BatchSize < 1 || s.Resolution < 1 || len(s.Captions) == 0 {
 		return nil, fmt.Errorf("synthetic data: needs a batch size, a resolution and captions, got %d, %d and %d captions", s.BatchSize, s.Resolution, len(s.Captions))
 	}
-	i := s.next
-	if s.Distinct > 0 {
-		i %= int64(s.Distinct)
-	}
-	s.next++
-	// One generator per batch, seeded from the batch's index: batches do
-	// not depend on which came before, so Restore needs only the index.
-	g := torch.NewGenerator(s.Seed ^ (uint64(i)+1)*0x9e3779b97f4a7c15)
-	defer g.Close()
-	n, r := int64(s.BatchSize), int64(s.Resolution)
-	b := &Batch{
-		Images:   torch.Scoped(func() *torch.Tensor { return torch.Rand(g, n, 3, r, r).MulScalar(2).SubScalar(1) }),
-		Captions: make([]string, s.BatchSize),
-	}
-	for j := range b.Captions {
-		b.Captions[j] = s.Captions[(int(i)*s.BatchSize+j)%len(s.Captions)]
-	}
+	r := int64(s.Resolution)
+	b := &Batch{Captions: make([]string, s.BatchSize), Index: make([]int, s.BatchSize)}
+	b.Images = torch.Scoped(func() *torch.Tensor {
+		images := make([]*torch.Tensor, s.BatchSize)
+		for j := range images {
+			g := s.pos.index(j)
+			b.Index[j] = g
+			if s.Distinct > 0 {
+				g %= s.Distinct * s.BatchSize * s.pos.size()
+			}
+			// One generator per sample, seeded from its index: samples do
+			// not depend on which came before or on which rank makes them.
+			gen := torch.NewGenerator(s.Seed ^ (uint64(g)+1)*0x9e3779b97f4a7c15)
+			images[j] = torch.Rand(gen, 3, r, r).MulScalar(2).SubScalar(1)
+			gen.Close()
+			b.Captions[j] = s.Captions[g%len(s.Captions)]
+		}
+		return torch.Stack(images, 0)
+	})
+	s.pos.advance(s.BatchSize)
 	return b, nil
 }
 
-// State implements Batches: the index of the next batch.
-func (s *Synthetic) State() ([]byte, error) {
-	return strconv.AppendInt(nil, s.next, 10), nil
-}
+// State implements Batches: the global index of the next sample.
+func (s *Synthetic) State() ([]byte, error) { return s.pos.state(), nil }
 
 // Restore implements Batches.
-func (s *Synthetic) Restore(state []byte) error {
-	n, err := strconv.ParseInt(string(state), 10, 64)
-	if err != nil || n < 0 {
-		return fmt.Errorf("synthetic data: bad position %q", state)
-	}
-	s.next = n
-	return nil
-}
+func (s *Synthetic) Restore(state []byte) error { return s.pos.restore(state, "synthetic data") }
+
+// Shard implements Batches.
+func (s *Synthetic) Shard(rank, world int) error { return s.pos.reshard(rank, world, "synthetic data") }
