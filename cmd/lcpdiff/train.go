@@ -20,6 +20,7 @@ import (
 	"github.com/lcpdiff/lcpdiff/internal/model/ipadapter"
 	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
 	"github.com/lcpdiff/lcpdiff/internal/pipeline"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"github.com/lcpdiff/lcpdiff/internal/train"
 )
 
@@ -62,7 +63,31 @@ override the file.
 
 A run writes train.csv, loss.png and checkpoints/step-N into its output
 folder. Ctrl-C stops it after the current step with a checkpoint; continue
-with --resume latest.`,
+with --resume latest.
+
+Past one process the run is data-parallel on libtorch's c10d, started the
+torchrun way: every process runs this same command with the environment
+variables RANK (0..WORLD_SIZE-1), WORLD_SIZE, LOCAL_RANK (the process's
+index on its machine), MASTER_ADDR and MASTER_PORT (where rank 0 listens).
+Each rank reads its own share of the data (rank r takes samples r, r+W,
+r+2W, ...), so W ranks with batch_size B train exactly as one process with
+batch_size B*W, with the same noise and dropout per sample; gradients are
+averaged over the ranks every step. The backend is Gloo on the CPU and
+NCCL with --device cuda, where rank r uses cuda:LOCAL_RANK
+(LCPDIFF_DIST_BACKEND overrides the backend, LCPDIFF_DIST_TIMEOUT the 30m
+the ranks wait for each other). Only rank 0 prints progress and writes the
+log, the plot, samples and checkpoints; give every rank the same --out on a
+shared file system, so that --resume reads the same checkpoint everywhere.
+Started by hand, two ranks on one machine:
+
+  export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500
+  RANK=0 LOCAL_RANK=0 lcpdiff --config run.yaml train ... &
+  RANK=1 LOCAL_RANK=1 lcpdiff --config run.yaml train ...
+
+or with torchrun, which sets the five variables (--no-python runs a
+program that is not a Python script):
+
+  torchrun --nproc-per-node 2 --no-python lcpdiff --config run.yaml train ...`,
 		Example: "  lcpdiff --config configs/toyworld-tiny.yaml train -m tiny-sd --data toy/train.jsonl --out runs/toy\n" +
 			"  lcpdiff --config configs/toyworld-tiny.yaml train -m tiny-sd --data toy/train.jsonl --out runs/toy --resume latest --steps 600",
 		Args: cobra.NoArgs,
@@ -103,9 +128,25 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 			return fmt.Errorf("%s %s: %w", p.flag, p.path, unwrapPathError(err))
 		}
 	}
+	device := v.GetString("device")
+	pg, err := joinTrainingJob(device)
+	if err != nil {
+		return err
+	}
+	lead := pg == nil || pg.Rank() == 0
+	if pg != nil {
+		defer pg.Close()
+		if device == "cuda" {
+			device = fmt.Sprintf("cuda:%d", pg.LocalRank())
+		}
+		if lead {
+			fmt.Fprintf(stderr, "data-parallel training: rank 0 of %d (%s, master %s:%s); rank 0 reports and writes for all\n",
+				pg.WorldSize(), os.Getenv(backendEnv), os.Getenv("MASTER_ADDR"), os.Getenv("MASTER_PORT"))
+		}
+	}
 	// Training runs in fp32: AdamW's small updates vanish in half
 	// precision weights.
-	opts, err := computeOptions(v.GetString("device"), "fp32")
+	opts, err := computeOptions(device, "fp32")
 	if err != nil {
 		return err
 	}
@@ -151,9 +192,9 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 
 	ctx, stop := train.OnInterrupt(cmd.Context())
 	defer stop()
-	progress := newTrainProgress(stderr, v.GetBool("quiet"))
+	progress := newTrainProgress(stderr, v.GetBool("quiet") || !lead)
 	hooks := train.Hooks{Progress: progress.update, Logf: progress.logf}
-	if cfg.SampleEvery > 0 {
+	if cfg.SampleEvery > 0 && lead {
 		samples, err := newTrainSamples(m, a, enc, manifest, cfg)
 		if err != nil {
 			return err
@@ -161,12 +202,12 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		hooks.Sample = samples.render
 	}
 	start := time.Now()
-	err = train.Run(ctx, nil, cfg, m, a, batches, cond, hooks)
+	err = train.Run(ctx, pg, cfg, m, a, batches, cond, hooks)
 	progress.finish()
 	if errors.Is(err, train.ErrInterrupted) {
 		return fmt.Errorf("%w; continue with --resume latest", err)
 	}
-	if err != nil {
+	if err != nil || !lead {
 		return err
 	}
 	ckpt, err := train.LatestCheckpoint(cfg.OutDir)
@@ -177,6 +218,28 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 	fmt.Fprintf(stdout, "trained to step %d (%d steps in %.1fs, %.2f steps/s); adapter in %s\n",
 		cfg.Steps, progress.steps, elapsed, float64(progress.steps)/elapsed, ckpt)
 	return nil
+}
+
+// backendEnv is the variable torch.InitFromEnv takes the c10d backend from.
+const backendEnv = "LCPDIFF_DIST_BACKEND"
+
+// joinTrainingJob joins the data-parallel job the environment describes
+// (torchrun's variables; nil when WORLD_SIZE is unset or 1), over NCCL for
+// a CUDA device and Gloo otherwise unless LCPDIFF_DIST_BACKEND says which.
+// It waits for every rank to arrive.
+func joinTrainingJob(device string) (*torch.ProcessGroup, error) {
+	if os.Getenv(backendEnv) == "" {
+		backend := "gloo"
+		if strings.HasPrefix(device, "cuda") {
+			backend = "nccl"
+		}
+		os.Setenv(backendEnv, backend)
+	}
+	pg, err := torch.InitFromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("joining the data-parallel job: %w", err)
+	}
+	return pg, nil
 }
 
 // trainConfig is train.Defaults, then the keys of the --config file, then

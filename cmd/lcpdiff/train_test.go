@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/golden"
@@ -116,5 +123,97 @@ func TestTrainConfigErrorNamesFile(t *testing.T) {
 	}
 	if want := fmt.Sprintf("config %s: unknown key", cfg); !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("got %q, want it to start with %q", err, want)
+	}
+}
+
+// trainRankEnv makes this test binary one rank of TestTrainDataParallel's
+// job, as torchrun would start lcpdiff: it holds the rank's trainRank.
+const trainRankEnv = "LCPDIFF_TRAIN_RANK"
+
+type trainRank struct {
+	Args []string // lcpdiff's arguments
+	Out  string   // where the rank writes what lcpdiff printed
+}
+
+// TestTrainRankHelper is a rank of TestTrainDataParallel; it does nothing
+// in a plain test run.
+func TestTrainRankHelper(t *testing.T) {
+	spec := os.Getenv(trainRankEnv)
+	if spec == "" {
+		return
+	}
+	var job trainRank
+	if err := json.Unmarshal([]byte(spec), &job); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, job.Args...)
+	if err != nil {
+		out += "error: " + err.Error()
+	}
+	if err := os.WriteFile(job.Out, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two processes given torchrun's variables train as one job over Gloo:
+// rank 0 says so, reports and writes; rank 1 prints nothing.
+func TestTrainDataParallel(t *testing.T) {
+	manifest := toyManifest(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "run")
+	cfg := writeConfig(t,
+		"steps: 2", "batch_size: 1", "grad_accum: 1", "resolution: 64", "lr: 1.0e-4", "log_every: 1",
+		"checkpoint_every: 0", "conditioner: grounding", `trainable: ["position_net.*", "*fuser*"]`,
+		"out_dir: "+out, "data: "+manifest)
+	args := []string{"--threads", "1", "--config", cfg, "train", "-m", golden.Path(t, "tiny-sd"), "-q"}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const world = 2
+	cmds, logs := make([]*exec.Cmd, world), make([]bytes.Buffer, world)
+	for r := range world {
+		spec, _ := json.Marshal(trainRank{Args: args, Out: filepath.Join(dir, fmt.Sprintf("out-%d.txt", r))})
+		c := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestTrainRankHelper$", "-test.timeout=2m")
+		c.Env = append(os.Environ(), trainRankEnv+"="+string(spec),
+			"RANK="+strconv.Itoa(r), "LOCAL_RANK="+strconv.Itoa(r), "WORLD_SIZE="+strconv.Itoa(world),
+			"MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port),
+			"LCPDIFF_DIST_BACKEND=", // lcpdiff picks Gloo for the CPU
+			"LCPDIFF_DIST_TIMEOUT=60s", "OMP_NUM_THREADS=1")
+		c.Stdout, c.Stderr = &logs[r], &logs[r]
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds[r] = c
+	}
+	printed := make([]string, world)
+	for r, c := range cmds {
+		err := c.Wait()
+		b, readErr := os.ReadFile(filepath.Join(dir, fmt.Sprintf("out-%d.txt", r)))
+		if err != nil || readErr != nil {
+			cancel()
+			t.Fatalf("rank %d: %v (%v); output:\n%s", r, err, readErr, logs[r].String())
+		}
+		printed[r] = string(b)
+	}
+	for _, want := range []string{"data-parallel training: rank 0 of 2 (gloo", "2 samples a step (2 ranks of 1)", "trained to step 2"} {
+		if !strings.Contains(printed[0], want) {
+			t.Errorf("rank 0 did not print %q:\n%s", want, printed[0])
+		}
+	}
+	if printed[1] != "" {
+		t.Errorf("rank 1 printed:\n%s", printed[1])
+	}
+	rows, err := train.ReadLog(filepath.Join(out, train.LogFile))
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("log: %d rows, %v", len(rows), err)
+	}
+	if _, err := os.Stat(train.CheckpointDir(out, 2)); err != nil {
+		t.Error(err)
 	}
 }
