@@ -70,9 +70,9 @@ torchrun way: every process runs this same command with the environment
 variables RANK (0..WORLD_SIZE-1), WORLD_SIZE, LOCAL_RANK (the process's
 index on its machine), MASTER_ADDR and MASTER_PORT (where rank 0 listens).
 Each rank reads its own share of the data (rank r takes samples r, r+W,
-r+2W, ...), so W ranks with batch_size B train exactly as one process with
-batch_size B*W, with the same noise and dropout per sample; gradients are
-averaged over the ranks every step. The backend is Gloo on the CPU and
+r+2W, ...), so W ranks with batch_size B train as one process with
+batch_size B*W would, with the same noise and dropout per sample, up to
+rounding; gradients are averaged over the ranks every step. The backend is Gloo on the CPU and
 NCCL with --device cuda, where rank r uses cuda:LOCAL_RANK
 (LCPDIFF_DIST_BACKEND overrides the backend, LCPDIFF_DIST_TIMEOUT the 30m
 the ranks wait for each other). Only rank 0 prints progress and writes the
@@ -129,7 +129,7 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		}
 	}
 	device := v.GetString("device")
-	pg, err := joinTrainingJob(device)
+	pg, backend, err := joinTrainingJob(device)
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		}
 		if lead {
 			fmt.Fprintf(stderr, "data-parallel training: rank 0 of %d (%s, master %s:%s); rank 0 reports and writes for all\n",
-				pg.WorldSize(), os.Getenv(backendEnv), os.Getenv("MASTER_ADDR"), os.Getenv("MASTER_PORT"))
+				pg.WorldSize(), backend, os.Getenv("MASTER_ADDR"), os.Getenv("MASTER_PORT"))
 		}
 	}
 	// Training runs in fp32: AdamW's small updates vanish in half
@@ -225,21 +225,23 @@ const backendEnv = "LCPDIFF_DIST_BACKEND"
 
 // joinTrainingJob joins the data-parallel job the environment describes
 // (torchrun's variables; nil when WORLD_SIZE is unset or 1), over NCCL for
-// a CUDA device and Gloo otherwise unless LCPDIFF_DIST_BACKEND says which.
-// It waits for every rank to arrive.
-func joinTrainingJob(device string) (*torch.ProcessGroup, error) {
-	if os.Getenv(backendEnv) == "" {
-		backend := "gloo"
+// a CUDA device and Gloo otherwise unless LCPDIFF_DIST_BACKEND says which,
+// and returns the backend's name. It waits for every rank to arrive.
+func joinTrainingJob(device string) (*torch.ProcessGroup, string, error) {
+	backend := os.Getenv(backendEnv)
+	if backend == "" {
+		// InitFromEnv reads only the variable, and takes Gloo without it.
+		backend = "gloo"
 		if strings.HasPrefix(device, "cuda") {
 			backend = "nccl"
+			os.Setenv(backendEnv, backend)
 		}
-		os.Setenv(backendEnv, backend)
 	}
 	pg, err := torch.InitFromEnv()
 	if err != nil {
-		return nil, fmt.Errorf("joining the data-parallel job: %w", err)
+		return nil, "", fmt.Errorf("joining the data-parallel job: %w", err)
 	}
-	return pg, nil
+	return pg, backend, nil
 }
 
 // trainConfig is train.Defaults, then the keys of the --config file, then
