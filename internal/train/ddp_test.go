@@ -346,9 +346,10 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 	}
 	// Against the batch of 2 in one micro-batch the difference is
 	// rounding, but not only the all-reduce's: libtorch's CPU kernels
-	// (oneDNN picks its convolution algorithm by shape) compute a row of a
-	// batch of 2 differently from a batch of 1, about 1e-5 of the UNet's
-	// output here, and 1.2e-6 of step 1's loss. Three AdamW steps on the
+	// compute a row of a batch of 2 otherwise than a batch of 1 (another
+	// blocking or algorithm for another shape), about 1e-5 of the UNet's
+	// output here (measured with the weights fixed), and 1.2e-6 of step
+	// 1's loss. Three AdamW steps on the
 	// tiny random model amplify that: its first steps are about lr·sign(g),
 	// so an element whose gradient is near 0 can step the other way, and
 	// the next gradients follow. Measured: max abs difference 3.3e-3 (the
