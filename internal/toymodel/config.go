@@ -83,12 +83,12 @@ func Default() Spec {
 			DownBlockTypes:   []string{"DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"},
 			UpBlockTypes:     []string{"UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"},
 			BlockOutChannels: []int64{32, 64, 64}, LayersPerBlock: 1, ActFn: "silu",
-			LatentChannels: 4, NormNumGroups: 32, SampleSize: 64,
+			LatentChannels: 8, NormNumGroups: 32, SampleSize: 64,
 			// 1 until the VAE is trained: the trainer measures the real one.
 			ScalingFactor: 1, ForceUpcast: true, UseQuantConv: true, UsePostQuantConv: true,
 		},
 		UNet: unet.Config{
-			SampleSize: 16, InChannels: 4, OutChannels: 4, FlipSinToCos: true,
+			SampleSize: 16, InChannels: 8, OutChannels: 8, FlipSinToCos: true,
 			DownBlockTypes:   []string{"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"},
 			MidBlockType:     "UNetMidBlock2DCrossAttn",
 			UpBlockTypes:     []string{"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"},

@@ -46,8 +46,8 @@ func TestWrittenFolderLoads(t *testing.T) {
 		if got := out.LastHidden.Shape(); got[2] != 64 {
 			t.Fatalf("text hidden %v", got)
 		}
-		eps := m.UNet.Forward(torch.Zeros(1, 4, 16, 16), torch.New([]float32{500}), out.LastHidden)
-		if got := eps.Shape(); got[1] != 4 || got[2] != 16 {
+		eps := m.UNet.Forward(torch.Zeros(1, m.UNet.Config.InChannels, 16, 16), torch.New([]float32{500}), out.LastHidden)
+		if got := eps.Shape(); got[1] != m.VAE.Config.LatentChannels || got[2] != 16 {
 			t.Fatalf("unet output %v", got)
 		}
 		mean, _ := m.VAE.Encode(torch.Zeros(1, 3, 64, 64))
