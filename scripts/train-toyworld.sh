@@ -34,7 +34,8 @@ if [ ! -f "$WORK/model/model_index.json" ]; then
 	"$BIN" model init --config configs/toyworld-model.yaml --out "$WORK/model" --seed 0
 	step "VAE"
 	"$BIN" --threads "$THREADS" model train-vae -m "$WORK/model" \
-		--data "$WORK/data/train.jsonl" --eval "$WORK/data/test.jsonl" --seed 0
+		--data "$WORK/data/train.jsonl" --eval "$WORK/data/test.jsonl" \
+		--steps 1400 --batch-size 8 --lr 2e-3 --warmup 50 --seed 0
 fi
 
 step "stage 1: base UNet and grounding"
