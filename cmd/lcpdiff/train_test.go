@@ -46,7 +46,7 @@ func TestTrainAndResume(t *testing.T) {
 	manifest := toyManifest(t)
 	out := filepath.Join(t.TempDir(), "run")
 	cfg := writeConfig(t,
-		"steps: 3", "batch_size: 2", "resolution: 64", "lr: 1.0e-4", "log_every: 1",
+		"steps: 3", "batch_size: 2", "grad_accum: 1", "resolution: 64", "lr: 1.0e-4", "log_every: 1",
 		"checkpoint_every: 0", "conditioner: grounding", `trainable: ["position_net.*", "*fuser*"]`,
 		"out_dir: "+out, "data: "+manifest) // a flag's key beside the training keys
 	model := golden.Path(t, "tiny-sd")
