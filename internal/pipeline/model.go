@@ -127,3 +127,23 @@ func modelName(path string) string {
 	base := filepath.Base(path)
 	return strings.TrimSuffix(base, filepath.Ext(base))
 }
+
+// DefaultSize is the image side a model makes when none is asked for, as
+// diffusers' pipelines choose it: the UNet's sample_size times the VAE's
+// downsampling, read from a diffusers folder's configs (512 for SD 1.5,
+// 64 for the toy world's model). A single-file checkpoint has no such
+// configs: SD 1.x's 512.
+func DefaultSize(path string) (int, error) {
+	if st, err := os.Stat(path); err != nil || !st.IsDir() {
+		return 512, nil
+	}
+	u, err := unet.LoadConfig(filepath.Join(path, "unet", "config.json"))
+	if err != nil {
+		return 0, err
+	}
+	v, err := vae.LoadConfig(filepath.Join(path, "vae", "config.json"))
+	if err != nil {
+		return 0, err
+	}
+	return int(u.SampleSize) * v.Downsampling(), nil
+}

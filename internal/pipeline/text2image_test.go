@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lcpdiff/lcpdiff/internal/golden"
+	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
@@ -178,5 +179,21 @@ func TestLoadModelErrors(t *testing.T) {
 	os.WriteFile(bad, []byte("garbage"), 0o644)
 	if _, err := LoadModel(bad, LoadOptions{}); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("corrupt file: %v", err)
+	}
+}
+
+// A folder's default size is diffusers': the UNet's sample_size times the
+// VAE's downsampling; a single file is SD 1.x's 512.
+func TestDefaultSize(t *testing.T) {
+	dir := golden.Path(t, "tiny-sd")
+	u, err := unet.LoadConfig(filepath.Join(dir, "unet", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DefaultSize(dir); err != nil || got != int(u.SampleSize)*8 {
+		t.Errorf("tiny-sd: %d, %v; want %d", got, err, u.SampleSize*8)
+	}
+	if got, err := DefaultSize(golden.Path(t, "tiny-sd-single-file.safetensors")); err != nil || got != 512 {
+		t.Errorf("single file: %d, %v; want 512", got, err)
 	}
 }
