@@ -86,6 +86,8 @@ func modelExport(v *viper.Viper, stdout io.Writer) error {
 		switch {
 		case d.IsDir():
 			return os.MkdirAll(dst, 0o755)
+		case filepath.Dir(rel) == "." && rel != "model_index.json":
+			return nil // a training run's notes beside the parts (logs, sheets)
 		case rel == filepath.Join("unet", "diffusion_pytorch_model.safetensors") && unetWeights != "":
 			return convertSafetensors(unetWeights, dst, dtype)
 		case strings.HasSuffix(path, ".safetensors"):
