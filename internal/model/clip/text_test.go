@@ -134,7 +134,7 @@ func TestLoadTextConfigErrors(t *testing.T) {
 
 	writeConfig(t, dir, nil)
 	_, err = LoadTextEncoder(dir, torch.Options{})
-	if err == nil || !strings.Contains(err.Error(), "no model.safetensors weights") {
+	if err == nil || !strings.Contains(err.Error(), "no model.safetensors (or .bin) weights") {
 		t.Errorf("no weights: error %v", err)
 	}
 }

@@ -145,7 +145,7 @@ func New(p nn.Path, cfg Config) *Model {
 // names, converting it to opts; heads as in ConfigFromShapes. Every key
 // must be used, as hubconf's load_state_dict(strict=True) demands.
 func Load(path string, heads int64, opts torch.Options) (*Model, error) {
-	src, err := nn.OpenFiles(path)
+	src, err := nn.Open(path)
 	if err != nil {
 		return nil, err
 	}

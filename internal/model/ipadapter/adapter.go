@@ -38,7 +38,7 @@ type Adapter struct {
 // resampler and attaches its processors to u's cross-attention layers, with
 // scale 1. The weights take the dtype and device of opts.
 func Load(path string, u *unet.UNet, opts torch.Options) (a *Adapter, err error) {
-	src, err := nn.OpenFiles(path)
+	src, err := nn.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("ip-adapter: %w", err)
 	}

@@ -149,7 +149,7 @@ func FromParts(ipPath, gligenDir string, u *unet.UNet, opts torch.Options) (*Ada
 	m := Meta{Format: FormatVersion, StaticDim: u.Config.CrossAttentionDim, Source: "public parts"}
 	m.Resampler = DefaultResampler(u.Config.CrossAttentionDim)
 	if ipPath != "" {
-		ip, err := nn.OpenFiles(ipPath)
+		ip, err := nn.Open(ipPath)
 		if err != nil {
 			return nil, fmt.Errorf("ip-adapter: %w", err)
 		}

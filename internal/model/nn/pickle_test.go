@@ -356,3 +356,35 @@ func TestPickleReadsCompressedStorage(t *testing.T) {
 
 	checkTensors(t, openPickle(t, path), map[string]fixtureTensor{"w": {torch.Float32, []int64{3}, []float64{2, 3, 4}}})
 }
+
+// Open reads a torch.save file by its extension, through the safe reader,
+// and a folder's PyTorch .bin weights stand in for missing safetensors.
+func TestOpenPicksTheFormat(t *testing.T) {
+	f, err := Open("testdata/state_dict.pth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, ok := f.(*Pickle); !ok {
+		t.Fatalf("Open(.pth) is a %T, want the pickle reader", f)
+	}
+	if _, err := Open("testdata/malicious.pth"); err == nil || !strings.Contains(err.Error(), "malicious.pth") {
+		t.Errorf("a malicious .pth: %v", err)
+	}
+	dir := t.TempDir()
+	b, err := os.ReadFile("testdata/protocol4.pth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "diffusion_pytorch_model.bin"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := OpenWeights(dir, "diffusion_pytorch_model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if len(w.Keys()) != len(fixtures("protocol4")) {
+		t.Errorf("the .bin weights hold %d keys, want %d", len(w.Keys()), len(fixtures("protocol4")))
+	}
+}

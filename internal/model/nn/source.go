@@ -151,10 +151,33 @@ func (p *Prefixed) Shape(key string) ([]int64, bool) { return p.src.Shape(p.pref
 
 func (p *Prefixed) Tensor(key string) (*torch.Tensor, error) { return p.src.Tensor(p.prefix + key) }
 
+// File is a Source that keeps a checkpoint file open until Close.
+type File interface {
+	Source
+	Close()
+}
+
+// Open opens one checkpoint file by its format: safetensors, or the zip
+// archive torch.save writes (.pth, .pt, .bin, .ckpt), read by OpenPickle,
+// which refuses any pickled object but tensors and plain containers. So
+// the public DINO checkpoint, ip-adapter-plus_sd15.bin and a GLIGEN .bin
+// load as they are published.
+func Open(path string) (File, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".pth", ".pt", ".bin", ".ckpt":
+		p, err := OpenPickle(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return p, nil
+	}
+	return OpenFiles(path)
+}
+
 // OpenWeights opens the weights of one diffusers or transformers model
-// folder: base.safetensors, a sharded base.safetensors.index.json, or the
-// base.fp16.safetensors variant, in that order.
-func OpenWeights(dir, base string) (*Files, error) {
+// folder: base.safetensors, a sharded base.safetensors.index.json, the
+// base.fp16.safetensors variant, or PyTorch's base.bin, in that order.
+func OpenWeights(dir, base string) (File, error) {
 	single := filepath.Join(dir, base+".safetensors")
 	if _, err := os.Stat(single); err == nil {
 		return OpenFiles(single)
@@ -182,10 +205,15 @@ func OpenWeights(dir, base string) (*Files, error) {
 	if _, err := os.Stat(fp16); err == nil {
 		return OpenFiles(fp16)
 	}
-	if _, err := os.Stat(filepath.Join(dir, base+".bin")); err == nil {
-		return nil, fmt.Errorf("%s: only PyTorch .bin weights found; lcpdiff reads safetensors", dir)
+	if bin := filepath.Join(dir, base+".bin"); fileExists(bin) {
+		return Open(bin)
 	}
-	return nil, fmt.Errorf("%s: no %s.safetensors weights", dir, base)
+	return nil, fmt.Errorf("%s: no %s.safetensors (or .bin) weights", dir, base)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // Empty is a Source with no tensors: with Loader.Init it builds a freshly
