@@ -1,5 +1,6 @@
 # make        builds the shim library and the lcpdiff binary
 # make test   sets everything up on a fresh Debian machine and runs every test
+# make demo   sets everything up and makes demo.png with the built-in toy-world model
 # make bench  compares the tensor layer with Python's torch on the same libtorch
 
 GO      ?= go
@@ -9,7 +10,7 @@ BIN     := $(BUILD)/bin/lcpdiff
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all shim test bench fuzz clean FORCE
+.PHONY: all shim test demo bench fuzz clean FORCE
 
 all: $(BIN)
 
@@ -30,6 +31,9 @@ $(BIN): $(SHIM) FORCE
 test: $(BIN)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+demo: $(BIN)
+	$(BIN) generate --layout docs/toyworld-demo.yaml -o demo.png --show-boxes
 
 bench: $(SHIM)
 	scripts/bench.sh

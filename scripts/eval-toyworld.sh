@@ -14,7 +14,7 @@ set -euo pipefail
 BIN=${BIN:-build/bin/lcpdiff}
 DATA=${1:-runs/toyworld/data}
 OUT=${2:-runs/toyworld/eval}
-LIMIT=${LIMIT:-60}   # test clips: every other one has a zero-shot identity
+LIMIT=${LIMIT:-40}   # test clips, one image each: every other one has a zero-shot identity
 STEPS=${STEPS:-25}
 THREADS=${THREADS:-1}
 
@@ -26,7 +26,7 @@ row() { # row NAME METHOD FLAGS...
 	local name=$1 method=$2
 	shift 2
 	"$BIN" --threads "$THREADS" eval --bench toyworld --data "$DATA" --limit "$LIMIT" \
-		--steps "$STEPS" --method "$method" --out "$OUT/$name" "$@"
+		--images-per-prompt 1 --steps "$STEPS" --method "$method" --out "$OUT/$name" "$@"
 }
 
 row full "LCP (full)"

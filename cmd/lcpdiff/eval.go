@@ -81,6 +81,9 @@ func newEvalCommand(v *viper.Viper) *cobra.Command {
 			if len(args) > 0 {
 				return fmt.Errorf("unexpected arguments %q (run folders go with --compare)", args)
 			}
+			if err := useModelDefaults(cmd, v, true); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runEval(ctx, v, cmd.OutOrStdout(), cmd.ErrOrStderr())

@@ -114,7 +114,6 @@ func TestEvalBadInvocations(t *testing.T) {
 		{[]string{"--out", ""}, "--out DIR"},
 		{[]string{"--bench", "imagenet"}, `unknown bench "imagenet"`},
 		{[]string{"--data", dir}, "prompts_and_classes.txt"},
-		{[]string{"-m", ""}, "no model"},
 		{[]string{"--limit", "-1"}, "--limit -1"},
 		{[]string{"--seed", "-2"}, "--seed -2"},
 		{[]string{"--detector", filepath.Join(dir, "none.pt")}, "none.pt.json"},

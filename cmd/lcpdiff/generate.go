@@ -15,20 +15,21 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/lcpdiff/lcpdiff/internal/builtin"
 	"github.com/lcpdiff/lcpdiff/internal/pipeline"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
 var generateFlags = []flagSpec{
-	{"model", "m", "", "Stable Diffusion model: a diffusers folder or a single-file .safetensors checkpoint"},
+	{"model", "m", "", "Stable Diffusion model: a diffusers folder or a single-file .safetensors checkpoint (default: the built-in toy-world model)"},
 	{"prompt", "p", "", "the prompt (overrides the layout's)"},
 	{"negative-prompt", "n", "", "the negative prompt (overrides the layout's)"},
 	{"steps", "", 50, "DDIM denoising steps"},
 	{"cfg-scale", "", 7.5, "classifier-free guidance scale (1 or less: no guidance)"},
 	{"eta", "", 0.0, "DDIM eta (0: deterministic)"},
 	{"seed", "s", 42, "random seed (-1: a random one)"},
-	{"width", "W", 512, "image width in pixels (a multiple of 8)"},
-	{"height", "H", 512, "image height in pixels (a multiple of 8)"},
+	{"width", "W", 0, "image width in pixels, a multiple of 8 (0: the model's, 512 for SD 1.5)"},
+	{"height", "H", 0, "image height in pixels, a multiple of 8 (0: the model's, 512 for SD 1.5)"},
 	{"batch", "b", 1, "images to make (numbered out_0.png, out_1.png, ...)"},
 	{"output", "o", "output.png", "output PNG path"},
 	{"device", "", "cpu", "cpu, cuda or cuda:N"},
@@ -66,11 +67,47 @@ func newGenerateCommand(v *viper.Viper) *cobra.Command {
 		Short: "Make an image from a prompt, with subjects from reference images placed in boxes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			subjects := v.GetString("layout") != "" || len(v.GetStringSlice("ref")) > 0
+			if err := useModelDefaults(cmd, v, subjects); err != nil {
+				return err
+			}
 			return generate(v, cmd.ErrOrStderr())
 		},
 	}
 	addFlags(cmd, false, generateFlags)
 	return cmd
+}
+
+// useModelDefaults fills in what a generation leaves to its model: with
+// no --model the built-in toy-world model (and, with subjects, its adapter
+// and image encoder unless weights are given), and without --width and
+// --height the model's own size (pipeline.DefaultSize), as diffusers'
+// pipelines do.
+func useModelDefaults(cmd *cobra.Command, v *viper.Viper, subjects bool) error {
+	if v.GetString("model") == "" {
+		dir, err := builtin.ToyWorld()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.ErrOrStderr(), "using the built-in toy-world model (64x64 toy shapes); for real pictures give -m a Stable Diffusion 1.5 folder or .safetensors file")
+		v.Set("model", dir)
+		if subjects && v.GetString("adapter") == "" && v.GetString("ip-adapter") == "" && v.GetString("gligen") == "" {
+			v.Set("adapter", filepath.Join(dir, builtin.AdapterFile))
+			if v.GetString("image-encoder") == "" {
+				v.Set("image-encoder", filepath.Join(dir, builtin.ImageEncoder))
+			}
+		}
+	}
+	size, err := pipeline.DefaultSize(v.GetString("model"))
+	if err != nil {
+		size = 512 // loading the model will say what is wrong with it
+	}
+	for _, side := range []string{"width", "height"} {
+		if v.GetInt(side) == 0 {
+			v.Set(side, size)
+		}
+	}
+	return nil
 }
 
 // generate checks every flag, file and subject it can before loading the
@@ -95,9 +132,6 @@ func generate(v *viper.Viper, stderr io.Writer) error {
 		return err
 	}
 	modelPath := v.GetString("model")
-	if modelPath == "" {
-		return fmt.Errorf("no model: give -m/--model (a diffusers folder or a .safetensors checkpoint)")
-	}
 	output := v.GetString("output")
 	if dir := filepath.Dir(output); dir != "" {
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
