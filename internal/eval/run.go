@@ -141,6 +141,11 @@ func Run(ctx context.Context, cfg RunConfig) (*Summary, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Out, imagesDir), 0o755); err != nil {
 		return nil, err
 	}
+	unlock, err := lockRun(cfg.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	settings := runSettings(cfg)
 	if err := checkSettings(filepath.Join(cfg.Out, SettingsFile), settings); err != nil {
 		return nil, err

@@ -335,3 +335,22 @@ func jsonEqual(t *testing.T, a, b any) bool {
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
 }
+
+// Two runs on one folder would record items twice: the second is refused
+// while the first holds the folder, and runs once it is done.
+func TestRunRefusesASecondWriter(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockRun(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockRun(dir); err == nil || !strings.Contains(err.Error(), "another lcpdiff eval") {
+		t.Errorf("second writer: %v", err)
+	}
+	unlock()
+	again, err := lockRun(dir)
+	if err != nil {
+		t.Fatalf("after the first finished: %v", err)
+	}
+	again()
+}
