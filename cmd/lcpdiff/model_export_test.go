@@ -44,7 +44,9 @@ func TestModelExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := m.UNet.Params()["conv_out.bias"]
-	torch.NoGrad(func() { w.CopyFrom(torch.Scoped(func() *torch.Tensor { return torch.Ones(w.Shape()...).MulScalar(0.5) })) })
+	torch.NoGrad(func() {
+		w.CopyFrom(torch.Scoped(func() *torch.Tensor { return torch.Ones(w.Shape()...).MulScalar(0.5) }))
+	})
 	if err := torch.SaveSafetensors(filepath.Join(ckpt, "unet.safetensors"), m.UNet.Params(), nil); err != nil {
 		t.Fatal(err)
 	}
