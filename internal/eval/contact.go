@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
 	"github.com/lcpdiff/lcpdiff/internal/data"
 )
 
@@ -60,7 +61,7 @@ func writeContactSheets(out string, sum *Summary, items []Item, recs map[string]
 			return nil, err
 		}
 		rel := filepath.ToSlash(filepath.Join(contactDir, fmt.Sprintf("sheet-%03d.png", len(paths)+1)))
-		if err := writeFileAtomic(filepath.Join(out, rel), buf.Bytes()); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(out, rel), buf.Bytes()); err != nil {
 			return nil, err
 		}
 		paths = append(paths, rel)

@@ -2,6 +2,8 @@ package eval
 
 import (
 	"path/filepath"
+
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
 )
 
 // WriteReports writes a finished run's outputs into out, each atomically:
@@ -15,8 +17,8 @@ func WriteReports(out string, sum *Summary, items []Item, recs map[string]*Recor
 	if err := writeJSONAtomic(filepath.Join(out, SummaryFile), sum); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(out, SummaryMarkdownFile), []byte(SummaryMarkdown(sum))); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(out, SummaryMarkdownFile), []byte(SummaryMarkdown(sum))); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(out, SubjectsMarkdownFile), []byte(SubjectsMarkdown(sum)))
+	return atomicfile.WriteFile(filepath.Join(out, SubjectsMarkdownFile), []byte(SubjectsMarkdown(sum)))
 }

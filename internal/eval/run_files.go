@@ -8,41 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
-)
 
-// writeFileAtomic writes data to path through a synced temporary file in
-// the same folder renamed into place: a kill leaves the old file or the
-// new one, never half of either.
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	// CreateTemp makes the file private; outputs should read like any other.
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
+)
 
 // writeJSONAtomic writes v as indented JSON.
 func writeJSONAtomic(path string, v any) error {
@@ -50,25 +18,14 @@ func writeJSONAtomic(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(b, '\n'))
-}
-
-// syncDir makes the entries of dir (files renamed into it) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, append(b, '\n'))
 }
 
 // removeTempFiles deletes, under a run folder, the temporary files a
-// killed atomic write leaves (".NAME.*.tmp", as writeFileAtomic and
-// pipeline.WritePNG name them).
+// killed atomic write leaves (atomicfile.IsTemp).
 func removeTempFiles(dir string) {
 	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && strings.HasPrefix(d.Name(), ".") && strings.HasSuffix(d.Name(), ".tmp") {
+		if err == nil && d.Type().IsRegular() && atomicfile.IsTemp(d.Name()) {
 			os.Remove(path)
 		}
 		return nil

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
 )
 
 // records.jsonl holds one JSON record per finished image, appended and
@@ -93,7 +95,7 @@ func openRecords(path string, log io.Writer) (*recordsFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rf, syncDir(filepath.Dir(path))
+	return rf, atomicfile.SyncDir(filepath.Dir(path))
 }
 
 // checkAgainst makes sure the records were made for these items: the same

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
@@ -102,7 +103,7 @@ func (t *trainer) saveCheckpoint() (dir string, err error) {
 		return "", fmt.Errorf("train: checkpoint: %w", err)
 	}
 	os.RemoveAll(old)
-	if err := syncDir(root); err != nil {
+	if err := atomicfile.SyncDir(root); err != nil {
 		return "", fmt.Errorf("train: checkpoint: %w", err)
 	}
 	t.checkpointed = t.step
@@ -118,7 +119,7 @@ func (t *trainer) writeCheckpoint(dir string) error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(filepath.Join(dir, optimizerFile), t.opt.State()); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, optimizerFile), t.opt.State()); err != nil {
 		return err
 	}
 	data, err := t.data.State()
@@ -131,10 +132,10 @@ func (t *trainer) writeCheckpoint(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, stateFile), b); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, stateFile), b); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // saveAdapter writes the adapter with metadata that says what training

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
 )
 
 // LogFile and PlotFile are the loss log and its plot in OutDir.
@@ -68,7 +70,7 @@ func openLog(dir string, resumeStep int, resuming bool) (*lossLog, error) {
 		w.Write(r.record())
 	}
 	w.Flush()
-	if err := writeFileAtomic(l.path, buf.Bytes()); err != nil {
+	if err := atomicfile.WriteFile(l.path, buf.Bytes()); err != nil {
 		return nil, fmt.Errorf("train: log: %w", err)
 	}
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0)

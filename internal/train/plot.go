@@ -8,6 +8,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
 )
 
 // The loss plot: the raw loss of every logged row in a light line, its
@@ -36,7 +38,7 @@ func writePlot(path string, rows []LogRow) error {
 	if err := png.Encode(&buf, plotLoss(rows)); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, buf.Bytes())
+	return atomicfile.WriteFile(path, buf.Bytes())
 }
 
 // plotLoss draws the loss curve of rows.

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
 	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/model/nn"
 	"github.com/lcpdiff/lcpdiff/internal/model/vae"
@@ -555,10 +556,10 @@ func (m *trainableVAE) save(scalingFactor float64) error {
 	if err := enc.Encode(m.configJSON); err != nil {
 		return fmt.Errorf("train-vae: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, vaeConfigFile), b.Bytes()); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, vaeConfigFile), b.Bytes()); err != nil {
 		return fmt.Errorf("train-vae: %w", err)
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // writeLog writes the loss log and its plot into the model folder.
@@ -573,7 +574,7 @@ func (m *trainableVAE) writeLog(rows []LogRow) error {
 		w.Write(r.record())
 	}
 	w.Flush()
-	if err := writeFileAtomic(filepath.Join(m.dir, VAELogFile), b.Bytes()); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(m.dir, VAELogFile), b.Bytes()); err != nil {
 		return fmt.Errorf("train-vae: log: %w", err)
 	}
 	if err := writePlot(filepath.Join(m.dir, VAEPlotFile), rows); err != nil {
@@ -674,7 +675,7 @@ func writeReconSheet(path string, imgs *VAEImages, recon []*image.RGBA, n int) e
 	if err := png.Encode(&b, sheet); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, b.Bytes()); err != nil {
+	if err := atomicfile.WriteFile(path, b.Bytes()); err != nil {
 		return fmt.Errorf("train-vae: %w", err)
 	}
 	return nil
