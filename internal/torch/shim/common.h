@@ -45,6 +45,9 @@ inline void ensure_threads() {
   }
 }
 
+// Whether autocast is on for the CPU or CUDA on this thread (training.cpp).
+bool autocast_on();
+
 inline lt_tensor wrap(at::Tensor t) {
   if (!t.defined()) throw std::runtime_error("operation returned an undefined tensor");
   auto *h = new lt_tensor_s{std::move(t)};

@@ -179,6 +179,30 @@ lt_error lt_autograd_grad(const lt_tensor *outputs, int nout, const lt_tensor *g
                           const lt_tensor *inputs, int nin, int retain_graph,
                           int create_graph, lt_tensor *outs);
 
+/* ---- mixed precision and gradient checkpointing (training.cpp) ---- */
+/* Autocast, like grad mode, is per thread: the caller pins its thread from
+ * enter to exit. device_type is 0 (CPU) or 1 (CUDA); dtype the lower
+ * precision (LT_BF16, LT_F16). enter reports the state it replaced, which
+ * exit restores. */
+lt_error lt_autocast_enter(int device_type, int dtype, int *prev_enabled, int *prev_dtype);
+lt_error lt_autocast_exit(int device_type, int prev_enabled, int prev_dtype);
+/* Gradient checkpointing. run(handle, inputs, n, outputs) computes a
+ * function of the inputs (it owns the n input handles and frees them) and
+ * reports each result with lt_outputs_push(outputs, t); it returns NULL or a
+ * malloc'd error line. lt_checkpoint calls it once without recording a
+ * graph; when autograd is on, the results get one backward node that calls
+ * run again, with autograd and the autocast state of the first call, and
+ * back-propagates through that. release(handle) is called exactly once,
+ * when handle is no longer needed. Tensors run uses without receiving them
+ * as inputs are reached through their own graphs (kept for every such
+ * call). */
+typedef char *(*lt_checkpoint_run)(uintptr_t handle, lt_tensor *inputs, int n, void *outputs);
+typedef void (*lt_checkpoint_release)(uintptr_t handle);
+lt_error lt_checkpoint_callbacks(lt_checkpoint_run run, lt_checkpoint_release release);
+lt_error lt_outputs_push(void *outputs, lt_tensor t);
+lt_error lt_checkpoint(uintptr_t handle, const lt_tensor *inputs, int n, lt_tensor *outs, int cap,
+                       int *nout);
+
 /* ---- generators ---- */
 /* Generators are CPU generators (mt19937, as torch.Generator()): samples for a
  * CUDA tensor are drawn on the CPU and moved, so a seed gives the same noise on

@@ -51,14 +51,25 @@ lt_error lt_conv2d(lt_tensor x, lt_tensor w, lt_tensor b, const int64_t *stride,
   LT_CATCH
 }
 
+// norm_input is x in the type of the norm's weight, when autocast left
+// them apart: CUDA's autocast runs group and layer norm in float32, but
+// libtorch 1.13's CPU autocast leaves them to kernels that want one type.
+// Casting to the (float32) weight's type does what CUDA does everywhere.
+// Outside autocast a mismatch is the caller's error, which the kernel names.
+static at::Tensor norm_input(const at::Tensor &x, lt_tensor w) {
+  if (w != nullptr && T(w).scalar_type() != x.scalar_type() && lt::autocast_on())
+    return x.to(T(w).scalar_type());
+  return x;
+}
+
 lt_error lt_group_norm(lt_tensor x, int64_t groups, lt_tensor w, lt_tensor b, double eps, lt_tensor *out) {
-  LT_TRY *out = wrap(at::group_norm(T(x), groups, opt(w), opt(b), eps, /*cudnn_enabled=*/true));
+  LT_TRY *out = wrap(at::group_norm(norm_input(T(x), w), groups, opt(w), opt(b), eps, /*cudnn_enabled=*/true));
   LT_CATCH
 }
 
 lt_error lt_layer_norm(lt_tensor x, const int64_t *shape, int ndim, lt_tensor w, lt_tensor b, double eps,
                        lt_tensor *out) {
-  LT_TRY *out = wrap(at::layer_norm(T(x), ints(shape, ndim), opt(w), opt(b), eps, /*cudnn_enable=*/true));
+  LT_TRY *out = wrap(at::layer_norm(norm_input(T(x), w), ints(shape, ndim), opt(w), opt(b), eps, /*cudnn_enable=*/true));
   LT_CATCH
 }
 
