@@ -47,6 +47,8 @@ type checkpointState struct {
 	// same on every rank. Checkpoints from before that scheme lack it and
 	// held a generator's state instead, which is ignored.
 	Seed *uint64 `json:"seed,omitempty"`
+	// LossScale is the float16 loss scaler's state.
+	LossScale *lossScaler `json:"loss_scale,omitempty"`
 }
 
 // CheckpointDir is the folder of the checkpoint after step.
@@ -127,7 +129,7 @@ func (t *trainer) writeCheckpoint(dir string) error {
 		return fmt.Errorf("data position: %w", err)
 	}
 	seed := t.cfg.Seed
-	st := checkpointState{Step: t.step, Seconds: t.seconds(), Trainable: t.train.keys, Data: data, Seed: &seed}
+	st := checkpointState{Step: t.step, Seconds: t.seconds(), Trainable: t.train.keys, Data: data, Seed: &seed, LossScale: t.scaler}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -194,6 +196,9 @@ func (t *trainer) loadCheckpoint(dir string) (checkpointState, error) {
 	}
 	if err := t.data.Restore(st.Data); err != nil {
 		return st, fmt.Errorf("train: resume %s: data position: %w", dir, err)
+	}
+	if t.scaler != nil && st.LossScale != nil {
+		*t.scaler = *st.LossScale
 	}
 	t.step, t.checkpointed = st.Step, st.Step
 	return st, nil

@@ -60,6 +60,13 @@ type Config struct {
 	// Resampler sizes the resampler of an adapter trained from scratch;
 	// zero fields keep IP-Adapter Plus SD 1.5's.
 	Resampler ResamplerSize `mapstructure:"resampler"`
+	// MixedPrecision is "no", "fp16" or "bf16" (see Precisions): fp16 needs
+	// CUDA and scales the loss; bf16 runs on CPU too.
+	MixedPrecision string `mapstructure:"mixed_precision"`
+	// GradientCheckpointing recomputes the UNet's resnets and transformers
+	// in backward rather than keeping their activations: less memory for
+	// about a third more compute.
+	GradientCheckpointing bool `mapstructure:"gradient_checkpointing"`
 	// Resume is a checkpoint folder to continue from, or "latest" for the
 	// newest one under OutDir; empty starts afresh.
 	Resume string `mapstructure:"resume"`
@@ -106,6 +113,7 @@ func Defaults() Config {
 		Trainable:       append([]string(nil), AdapterTrainable...),
 		Resolution:      512,
 		Conditioner:     "lcp",
+		MixedPrecision:  "no",
 	}
 }
 
@@ -141,6 +149,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains(Conditioners, c.Conditioner) {
 		return fmt.Errorf("train: conditioner %q: want one of %s", c.Conditioner, strings.Join(Conditioners, ", "))
+	}
+	if !slices.Contains(Precisions, c.MixedPrecision) {
+		return fmt.Errorf("train: mixed_precision %q: want one of %s", c.MixedPrecision, strings.Join(Precisions, ", "))
 	}
 	for _, p := range c.Trainable {
 		if _, err := path.Match(p, ""); err != nil {

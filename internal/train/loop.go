@@ -73,8 +73,9 @@ type trainer struct {
 	restoreGrad func()
 	opt         *torch.AdamW
 	ddpm        *pipeline.DDPM
-	velocity    bool     // the model predicts v, not epsilon
-	log         *lossLog // nil on ranks other than 0
+	velocity    bool        // the model predicts v, not epsilon
+	log         *lossLog    // nil on ranks other than 0
+	scaler      *lossScaler // float16 runs only
 
 	step         int       // optimizer steps done
 	checkpointed int       // step of the newest checkpoint on disk, -1 for none
@@ -94,6 +95,12 @@ func newTrainer(pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Ad
 	default:
 		return nil, fmt.Errorf("train: the model predicts %q; training knows epsilon and v_prediction", m.Scheduler.PredictionType)
 	}
+	if err := checkPrecision(cfg.MixedPrecision, m.Options.Device); err != nil {
+		return nil, err
+	}
+	if cfg.MixedPrecision == "fp16" {
+		t.scaler = newLossScaler()
+	}
 	named := trainableSpace(m, a)
 	if t.train, err = selectTrainable(named, cfg.Trainable); err != nil {
 		return nil, err
@@ -110,6 +117,7 @@ func newTrainer(pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Ad
 	}()
 	defer torch.Recover(&err) // first, so that a panic below closes t too
 	t.restoreGrad = setRequiresGrad(named, t.train)
+	m.UNet.SetGradientCheckpointing(cfg.GradientCheckpointing)
 	t.opt = torch.NewAdamW(t.train.params, torch.AdamWOptions{
 		LR: cfg.LR, Beta1: cfg.Betas[0], Beta2: cfg.Betas[1], Eps: 1e-8, WeightDecay: cfg.WeightDecay,
 	})
@@ -195,6 +203,7 @@ func (t *trainer) close() {
 	if t.restoreGrad != nil {
 		t.restoreGrad()
 	}
+	t.model.UNet.SetGradientCheckpointing(false) // generation's guidance needs it off
 }
 
 func (t *trainer) logf(format string, args ...any) {
@@ -385,6 +394,13 @@ func (t *trainer) optimizerStep() (loss, gradNorm float64, err error) {
 		// Stepping on it would spread the NaN into every trainable weight.
 		return 0, 0, fmt.Errorf("train: step %d: the loss is %g", t.step+1, loss)
 	}
+	if t.scaler != nil {
+		finite := t.scaler.unscale(t.train.params)
+		t.scaler.update(finite)
+		if !finite {
+			return loss, 0, nil // the overflow is the scale's, not the model's: skip the step
+		}
+	}
 	gradNorm = clipGradNorm(t.train.params, t.cfg.ClipGradNorm)
 	t.opt.Step()
 	return loss, gradNorm, nil
@@ -406,7 +422,8 @@ func (t *trainer) microStep() (float64, error) {
 		return 0, fmt.Errorf("train: step %d: %w", t.step+1, err)
 	}
 	d := NewDraws(t.cfg.Seed, t.step+1, b.Index)
-	embeds, err := t.cond.Condition(b, d)
+	var embeds *torch.Tensor
+	t.autocast(func() { embeds, err = t.cond.Condition(b, d) })
 	if err != nil {
 		return 0, fmt.Errorf("train: step %d: conditioning: %w", t.step+1, err)
 	}
@@ -416,7 +433,11 @@ func (t *trainer) microStep() (float64, error) {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return v, nil
 	}
-	loss.DivScalar(float64(t.cfg.GradAccum)).Backward()
+	loss = loss.DivScalar(float64(t.cfg.GradAccum))
+	if t.scaler != nil {
+		loss = loss.MulScalar(t.scaler.Scale)
+	}
+	loss.Backward()
 	return v, nil
 }
 
@@ -456,6 +477,7 @@ func (t *trainer) loss(images, embeds *torch.Tensor, d Draws) *torch.Tensor {
 	if t.velocity {
 		target = t.ddpm.Velocity(x0, noise, timesteps)
 	}
-	pred := m.UNet.Forward(noisy, timesteps.ToDevice(m.Options.Device), embeds)
+	var pred *torch.Tensor
+	t.autocast(func() { pred = m.UNet.Forward(noisy, timesteps.ToDevice(m.Options.Device), embeds) })
 	return pred.To(torch.Float32).Sub(target.To(torch.Float32)).Square().Mean()
 }

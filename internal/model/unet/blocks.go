@@ -11,6 +11,8 @@ type DownBlock struct {
 	Resnets    []*ResnetBlock2D
 	Attentions []*Transformer2D
 	Downsample *Downsample2D // nil in the last block
+
+	checkpointing bool
 }
 
 // blockConfig sizes one down, mid or up block.
@@ -49,9 +51,9 @@ func (d *DownBlock) Forward(x, temb, context *torch.Tensor) []*torch.Tensor {
 	defer s.Close()
 	var skips []*torch.Tensor
 	for j, r := range d.Resnets {
-		x = r.Forward(x, temb)
+		x = resnet(d.checkpointing, r, x, temb)
 		if d.Attentions != nil {
-			x = d.Attentions[j].Forward(x, context)
+			x = transformer(d.checkpointing, d.Attentions[j], x, context)
 		}
 		skips = append(skips, s.Keep(x))
 	}
@@ -66,6 +68,8 @@ func (d *DownBlock) Forward(x, temb, context *torch.Tensor) []*torch.Tensor {
 type MidBlock struct {
 	Resnets    []*ResnetBlock2D
 	Attentions []*Transformer2D
+
+	checkpointing bool
 }
 
 func newMidBlock(p nn.Path, c blockConfig, outputScale float64) *MidBlock {
@@ -81,9 +85,9 @@ func newMidBlock(p nn.Path, c blockConfig, outputScale float64) *MidBlock {
 
 func (m *MidBlock) Forward(x, temb, context *torch.Tensor) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
-		x = m.Resnets[0].Forward(x, temb)
+		x = resnet(m.checkpointing, m.Resnets[0], x, temb)
 		for j, a := range m.Attentions {
-			x = m.Resnets[j+1].Forward(a.Forward(x, context), temb)
+			x = resnet(m.checkpointing, m.Resnets[j+1], transformer(m.checkpointing, a, x, context), temb)
 		}
 		return x
 	})
@@ -95,6 +99,8 @@ type UpBlock struct {
 	Resnets    []*ResnetBlock2D
 	Attentions []*Transformer2D
 	Upsample   *Upsample2D // nil in the last block
+
+	checkpointing bool
 }
 
 func newUpBlock(p nn.Path, c blockConfig, upsample bool) *UpBlock {
@@ -126,9 +132,9 @@ func (u *UpBlock) Forward(x *torch.Tensor, skips []*torch.Tensor, temb, context 
 	return torch.Scoped(func() *torch.Tensor {
 		for j, r := range u.Resnets {
 			skip := skips[len(skips)-1-j]
-			x = r.Forward(torch.Cat([]*torch.Tensor{x, skip}, 1), temb) // channels: running + skip
+			x = resnet(u.checkpointing, r, torch.Cat([]*torch.Tensor{x, skip}, 1), temb) // channels: running + skip
 			if u.Attentions != nil {
-				x = u.Attentions[j].Forward(x, context)
+				x = transformer(u.checkpointing, u.Attentions[j], x, context)
 			}
 		}
 		if u.Upsample != nil {
@@ -136,4 +142,30 @@ func (u *UpBlock) Forward(x *torch.Tensor, skips []*torch.Tensor, temb, context 
 		}
 		return x
 	})
+}
+
+// resnet and transformer run one block, under gradient checkpointing when
+// ckpt is set and autograd records: the granularity diffusers checkpoints
+// at, each resnet and each transformer on its own.
+func resnet(ckpt bool, r *ResnetBlock2D, x, temb *torch.Tensor) *torch.Tensor {
+	if !ckpt || !torch.GradEnabled() {
+		return r.Forward(x, temb)
+	}
+	return torch.Checkpoint(func(in []*torch.Tensor) []*torch.Tensor {
+		return []*torch.Tensor{r.Forward(in[0], in[1])}
+	}, x, temb)[0]
+}
+
+func transformer(ckpt bool, t *Transformer2D, x, context *torch.Tensor) *torch.Tensor {
+	if !ckpt || !torch.GradEnabled() {
+		return t.Forward(x, context)
+	}
+	if context == nil {
+		return torch.Checkpoint(func(in []*torch.Tensor) []*torch.Tensor {
+			return []*torch.Tensor{t.Forward(in[0], nil)}
+		}, x)[0]
+	}
+	return torch.Checkpoint(func(in []*torch.Tensor) []*torch.Tensor {
+		return []*torch.Tensor{t.Forward(in[0], in[1])}
+	}, x, context)[0]
 }

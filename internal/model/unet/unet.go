@@ -120,6 +120,22 @@ func (u *UNet) Free() { nn.Free(u.params) }
 // the names Save writes and training selects by.
 func (u *UNet) Params() map[string]*torch.Tensor { return u.named }
 
+// SetGradientCheckpointing turns gradient checkpointing of every resnet
+// and transformer on or off (diffusers' enable_gradient_checkpointing):
+// training then keeps only the blocks' inputs and outputs and recomputes
+// the rest in backward. It changes nothing while autograd is off. Leave it
+// off for box guidance: guidance records attention maps on the way
+// forward, which a recomputation would not hand back.
+func (u *UNet) SetGradientCheckpointing(on bool) {
+	for _, d := range u.DownBlocks {
+		d.checkpointing = on
+	}
+	u.MidBlock.checkpointing = on
+	for _, b := range u.UpBlocks {
+		b.checkpointing = on
+	}
+}
+
 // TransformerBlocks lists every transformer block, in module order (down,
 // mid, up), for attaching adapters.
 func (u *UNet) TransformerBlocks() []*BasicTransformerBlock {
