@@ -68,3 +68,24 @@ func TestCheckpointRecomputesUnderTheFirstRunsAutocast(t *testing.T) {
 	}
 	assertClose(t, "weight gradient", grad(true), grad(false), 0)
 }
+
+// Autocast caches its low-precision copies of trainable weights while a
+// region is open; a recomputation in backward must not leave its copies
+// behind for the next step, after the optimizer changed the weights.
+func TestCheckpointLeavesNoStaleAutocastCopies(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	x := Randn(NewGenerator(1), 2, 8)
+	w := Randn(NewGenerator(2), 8, 8).SetRequiresGrad(true)
+	f := func(in []*Tensor) []*Tensor { return []*Tensor{Linear(in[0], w, nil)} }
+	WithGrad(func() {
+		var y *Tensor
+		Autocast(CPUDevice, BFloat16, func() { y = Checkpoint(f, x)[0] })
+		y.To(Float32).Sum().Backward() // recomputes, outside the region
+		NoGrad(func() { w.CopyFrom(w.MulScalar(2)) })
+		var got, want []float64
+		Autocast(CPUDevice, BFloat16, func() { got = f64s(Linear(x, w, nil).To(Float32)) })
+		Autocast(CPUDevice, BFloat16, func() { want = f64s(Linear(x, w.Detach(), nil).To(Float32)) })
+		assertClose(t, "output after the weight changed", got, want, 0)
+	})
+}

@@ -67,10 +67,21 @@ struct AutocastState {
   }
 };
 
+// AutocastGuard is an autocast region of its own, as Python's
+// torch.autocast opens: autocast keeps low-precision copies of trainable
+// weights while any region is open on the thread and drops them when the
+// last closes, so a recomputation must close what it opened, or the next
+// step would read copies of weights the optimizer has since changed.
 struct AutocastGuard {
   AutocastState saved = AutocastState::current();
-  explicit AutocastGuard(const AutocastState &s) { s.apply(); }
-  ~AutocastGuard() { saved.apply(); }
+  explicit AutocastGuard(const AutocastState &s) {
+    s.apply();
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    saved.apply();
+  }
 };
 
 lt_checkpoint_run run_fn = nullptr;
