@@ -43,7 +43,7 @@ var evalOwnFlags = []flagSpec{
 // evalGenerationFlags are the flags of generate that shape an eval run's
 // images; the prompt, seed, subjects and outputs come from the benchmark.
 var evalGenerationFlags = []string{
-	"model", "negative-prompt", "steps", "cfg-scale", "eta", "width", "height", "device", "dtype",
+	"model", "negative-prompt", "steps", "cfg-scale", "guidance-rescale", "eta", "width", "height", "device", "dtype",
 	"clip-skip", "tokenizer", "quiet", "adapter", "ip-adapter", "image-encoder", "gligen",
 	"ip-scale", "static-scale", "grounding-tau", "guidance-eta", "guidance-steps", "no-guidance", "region-restrict",
 }
@@ -220,7 +220,7 @@ func loadMetricModels(v *viper.Viper, device torch.Device) (m eval.Models, overr
 // --threads are free: they change no record.
 var evalSettingKeys = []string{
 	"bench", "data", "images-per-prompt", "seed", "views", "clip", "dino", "dino-heads", "detector",
-	"model", "negative-prompt", "steps", "cfg-scale", "eta", "width", "height", "device", "dtype",
+	"model", "negative-prompt", "steps", "cfg-scale", "guidance-rescale", "eta", "width", "height", "device", "dtype",
 	"clip-skip", "tokenizer", "adapter", "ip-adapter", "image-encoder", "gligen",
 	"ip-scale", "static-scale", "grounding-tau", "guidance-eta", "guidance-steps", "no-guidance", "region-restrict",
 }

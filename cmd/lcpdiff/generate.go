@@ -26,6 +26,7 @@ var generateFlags = []flagSpec{
 	{"negative-prompt", "n", "", "the negative prompt (overrides the layout's)"},
 	{"steps", "", 50, "DDIM denoising steps"},
 	{"cfg-scale", "", 7.5, "classifier-free guidance scale (1 or less: no guidance)"},
+	{"guidance-rescale", "", 0.0, "0 to 1: scales the guided prediction back toward the conditional one's spread (diffusers' guidance_rescale; 0.7 for zero-terminal-SNR models)"},
 	{"eta", "", 0.0, "DDIM eta (0: deterministic)"},
 	{"seed", "s", 42, "random seed (-1: a random one)"},
 	{"width", "W", 0, "image width in pixels, a multiple of 8 (0: the model's, 512 for SD 1.5)"},
@@ -199,16 +200,17 @@ func addSubjects(v *viper.Viper, sc scene, req *pipeline.LCP, stderr io.Writer) 
 func newRequest(v *viper.Viper, sc scene, stderr io.Writer) (pipeline.LCP, error) {
 	req := pipeline.LCP{
 		Text2Image: pipeline.Text2Image{
-			Prompt:         cmp.Or(v.GetString("prompt"), sc.Prompt),
-			NegativePrompt: cmp.Or(v.GetString("negative-prompt"), sc.NegativePrompt),
-			Steps:          v.GetInt("steps"),
-			CFGScale:       v.GetFloat64("cfg-scale"),
-			Eta:            v.GetFloat64("eta"),
-			Width:          v.GetInt("width"),
-			Height:         v.GetInt("height"),
-			Batch:          v.GetInt("batch"),
-			ClipSkip:       v.GetInt("clip-skip"),
-			Warn:           func(msg string) { fmt.Fprintln(stderr, "warning:", msg) },
+			Prompt:          cmp.Or(v.GetString("prompt"), sc.Prompt),
+			NegativePrompt:  cmp.Or(v.GetString("negative-prompt"), sc.NegativePrompt),
+			Steps:           v.GetInt("steps"),
+			CFGScale:        v.GetFloat64("cfg-scale"),
+			GuidanceRescale: v.GetFloat64("guidance-rescale"),
+			Eta:             v.GetFloat64("eta"),
+			Width:           v.GetInt("width"),
+			Height:          v.GetInt("height"),
+			Batch:           v.GetInt("batch"),
+			ClipSkip:        v.GetInt("clip-skip"),
+			Warn:            func(msg string) { fmt.Fprintln(stderr, "warning:", msg) },
 		},
 		IPScale:        v.GetFloat64("ip-scale"),
 		StaticScale:    v.GetFloat64("static-scale"),
@@ -292,6 +294,9 @@ func extraParameters(r pipeline.Text2Image) [][2]string {
 	var extra [][2]string
 	if r.Eta != 0 {
 		extra = append(extra, [2]string{"Eta", fmt.Sprint(r.Eta)})
+	}
+	if r.GuidanceRescale != 0 {
+		extra = append(extra, [2]string{"CFG rescale", fmt.Sprint(r.GuidanceRescale)})
 	}
 	if r.ClipSkip != 0 {
 		// A1111 counts the last layer as 1.

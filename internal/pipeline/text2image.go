@@ -12,11 +12,16 @@ type Text2Image struct {
 	Prompt, NegativePrompt string
 	Steps                  int     // DDIM steps
 	CFGScale               float64 // classifier-free guidance scale; <= 1 turns guidance off
-	Eta                    float64 // DDIM eta: 0 is deterministic
-	Seed                   uint64  // seeds the CPU generator of the initial latents and the DDIM noise
-	Width, Height          int     // pixels, multiples of 8
-	Batch                  int     // images per prompt
-	ClipSkip               int     // text layers to skip at the end (0: last hidden state)
+	// GuidanceRescale is diffusers' guidance_rescale, 0 to 1: how far the
+	// guided prediction is scaled back to the conditional prediction's
+	// standard deviation, which strong guidance overshoots on models with
+	// zero terminal SNR (over-exposed images). 0 leaves it.
+	GuidanceRescale float64
+	Eta             float64 // DDIM eta: 0 is deterministic
+	Seed            uint64  // seeds the CPU generator of the initial latents and the DDIM noise
+	Width, Height   int     // pixels, multiples of 8
+	Batch           int     // images per prompt
+	ClipSkip        int     // text layers to skip at the end (0: last hidden state)
 	// Latents, when set, are the initial latents [Batch, C, Height/f, Width/f], f the VAE's Downsampling
 	// instead of noise drawn from Seed.
 	Latents *torch.Tensor
@@ -49,6 +54,8 @@ func (r Text2Image) Check() error {
 		return fmt.Errorf("clip skip must be 0 or more, got %d", r.ClipSkip)
 	case r.Eta < 0:
 		return fmt.Errorf("eta must be 0 or more, got %g", r.Eta)
+	case r.GuidanceRescale < 0 || r.GuidanceRescale > 1:
+		return fmt.Errorf("guidance rescale must lie in [0, 1], got %g", r.GuidanceRescale)
 	}
 	return nil
 }
@@ -116,6 +123,9 @@ func (m *Model) generate(r Text2Image) *torch.Tensor {
 				parts := noise.Chunk(2, 0)
 				uncond, cond := parts[0], parts[1]
 				noise = uncond.Add(cond.Sub(uncond).MulScalar(r.CFGScale))
+				if r.GuidanceRescale > 0 {
+					noise = RescaleGuidance(noise, cond, r.GuidanceRescale)
+				}
 			}
 			prev, _ := sched.Step(noise, t, latents, r.Eta, gen, nil)
 			if r.OnStep != nil {
@@ -169,4 +179,21 @@ func (m *Model) EncodePrompts(prompts []string, clipSkip int, warn func(string))
 func (m *Model) latentSize(r Text2Image) (h, w int64) {
 	f := m.VAE.Config.Downsampling()
 	return int64(r.Height / f), int64(r.Width / f)
+}
+
+// RescaleGuidance is diffusers' rescale_noise_cfg ("Common Diffusion Noise
+// Schedules and Sample Steps are Flawed", Sec. 3.4): the guided prediction
+// scaled to the conditional one's standard deviation per sample (over all
+// but the batch dimension, unbiased, as torch.std), mixed with the guided
+// one by phi.
+func RescaleGuidance(guided, cond *torch.Tensor, phi float64) *torch.Tensor {
+	s := torch.NewScope()
+	defer s.Close()
+	dims := make([]int64, guided.Dim()-1)
+	for i := range dims {
+		dims[i] = int64(i + 1)
+	}
+	ratio := cond.StdKeepDim(dims...).Div(guided.StdKeepDim(dims...))
+	rescaled := guided.Mul(ratio)
+	return s.Keep(rescaled.MulScalar(phi).Add(guided.MulScalar(1 - phi)))
 }

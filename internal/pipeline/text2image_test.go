@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,6 +119,7 @@ func TestText2ImageChecks(t *testing.T) {
 		"clip skip": func(r *Text2Image) { r.ClipSkip = 3 },
 		"latents":   func(r *Text2Image) { r.Latents = torch.Zeros(1, 4, 4, 4) },
 		"too many":  func(r *Text2Image) { r.Steps = 1001 },
+		"rescale":   func(r *Text2Image) { r.GuidanceRescale = 1.5 },
 	} {
 		r := good
 		mutate(&r)
@@ -195,5 +197,40 @@ func TestDefaultSize(t *testing.T) {
 	}
 	if got, err := DefaultSize(golden.Path(t, "tiny-sd-single-file.safetensors")); err != nil || got != 512 {
 		t.Errorf("single file: %d, %v; want 512", got, err)
+	}
+}
+
+// RescaleGuidance against its definition, written out per sample in f64.
+func TestRescaleGuidance(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	g := torch.NewGenerator(5)
+	defer g.Close()
+	guided := torch.Options{DType: torch.Float64}.Randn(g, 2, 3, 4, 4).MulScalar(3)
+	cond := torch.Options{DType: torch.Float64}.Randn(g, 2, 3, 4, 4)
+	const phi = 0.7
+	got := RescaleGuidance(guided, cond, phi).Float64s()
+	gv, cv := guided.Float64s(), cond.Float64s()
+	std := func(x []float64) float64 {
+		mean, ss := 0.0, 0.0
+		for _, v := range x {
+			mean += v
+		}
+		mean /= float64(len(x))
+		for _, v := range x {
+			ss += (v - mean) * (v - mean)
+		}
+		return math.Sqrt(ss / float64(len(x)-1))
+	}
+	n := len(gv) / 2
+	for b := range 2 {
+		gs, cs := gv[b*n:(b+1)*n], cv[b*n:(b+1)*n]
+		ratio := std(cs) / std(gs)
+		for i, v := range gs {
+			want := phi*v*ratio + (1-phi)*v
+			if d := math.Abs(got[b*n+i] - want); d > 1e-12 {
+				t.Fatalf("sample %d [%d] = %g, want %g", b, i, got[b*n+i], want)
+			}
+		}
 	}
 }

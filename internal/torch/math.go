@@ -173,6 +173,9 @@ func (t *Tensor) VarBiased(dims ...int64) *Tensor {
 	return t.reduce("var", C.LT_VAR_BIASED, false, dims)
 }
 func (t *Tensor) Std(dims ...int64) *Tensor { return t.reduce("std", C.LT_STD, false, dims) }
+func (t *Tensor) StdKeepDim(dims ...int64) *Tensor {
+	return t.reduce("std", C.LT_STD, true, dims)
+}
 
 // Argmax and Argmin give i64 indices along dim (of the flattened tensor
 // when no dim is given).
