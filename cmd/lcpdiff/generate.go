@@ -92,6 +92,9 @@ func useModelDefaults(cmd *cobra.Command, v *viper.Viper, subjects bool) error {
 		}
 		fmt.Fprintln(cmd.ErrOrStderr(), "using the built-in toy-world model (64x64 toy shapes); for real pictures give -m a Stable Diffusion 1.5 folder or .safetensors file")
 		v.Set("model", dir)
+		if !v.IsSet("cfg-scale") {
+			v.Set("cfg-scale", builtin.CFGScale)
+		}
 		if subjects && v.GetString("adapter") == "" && v.GetString("ip-adapter") == "" && v.GetString("gligen") == "" {
 			v.Set("adapter", filepath.Join(dir, builtin.AdapterFile))
 			if v.GetString("image-encoder") == "" {

@@ -33,6 +33,13 @@ const (
 	ImageEncoder = "image_encoder"       // the CLIP image encoder folder
 )
 
+// CFGScale is the classifier-free guidance scale the built-in model
+// samples best at, used when no --cfg-scale is given: a model trained
+// briefly from nothing on flat colours over-saturates and loses its
+// subjects at SD's 7.5 (chosen on a validation toy world, seed 1, apart
+// from the test clips Table III reports; internal/builtin/README.md).
+const CFGScale = 2.0
+
 // ToyWorld is the folder of the built-in model, written on first use
 // under the user's cache folder (os.UserCacheDir, else the temporary
 // folder). The folder is complete or absent: it is written under a

@@ -105,11 +105,12 @@ func Default() Spec {
 			// ViT-H/14's (IP-Adapter's image encoder) activation.
 			HiddenAct: "gelu", LayerNormEps: 1e-5,
 		},
-		// DDIM with SD 1.5's training schedule.
+		// DDIM with SD 1.5's betas at zero terminal SNR, v-prediction and
+		// trailing timesteps (configs/toyworld-model.yaml says why).
 		Scheduler: pipeline.SchedulerConfig{
 			NumTrainTimesteps: 1000, BetaStart: 0.00085, BetaEnd: 0.012, BetaSchedule: "scaled_linear",
-			ClipSample: false, ClipSampleRange: 1, SetAlphaToOne: false, StepsOffset: 1,
-			PredictionType: pipeline.PredictEpsilon, TimestepSpacing: "leading",
+			RescaleZeroSNR: true, ClipSample: false, ClipSampleRange: 1, SetAlphaToOne: false, StepsOffset: 1,
+			PredictionType: pipeline.PredictVelocity, TimestepSpacing: "trailing",
 		},
 	}
 }
