@@ -36,11 +36,7 @@ const maxCheckpointOutputs = 16
 func Checkpoint(f func(in []*Tensor) []*Tensor, inputs ...*Tensor) []*Tensor {
 	registerCheckpoint()
 	h := cgo.NewHandle(f) // released by the shim, exactly once
-	hs := handles(inputs)
-	var in *C.lt_tensor
-	if len(hs) > 0 {
-		in = &hs[0]
-	}
+	hs, in := handleArray(inputs)
 	var out [maxCheckpointOutputs]C.lt_tensor
 	var n C.int
 	if err := C.lt_checkpoint(C.uintptr_t(h), in, C.int(len(hs)), &out[0], C.int(len(out)), &n); err != nil {

@@ -95,11 +95,7 @@ func (m *Module) Forward(inputs ...*Tensor) (outs []*Tensor, err error) {
 	if m.h == nil {
 		return nil, fmt.Errorf("torch: TorchScript module %s: forward on a closed module", m.path)
 	}
-	hs := handles(inputs)
-	var in *C.lt_tensor
-	if len(hs) > 0 {
-		in = &hs[0]
-	}
+	hs, in := handleArray(inputs)
 	var out [maxModuleOutputs]C.lt_tensor
 	var n C.int
 	cerr := C.lt_jit_forward(m.h, in, C.int(len(hs)), &out[0], C.int(len(out)), &n)

@@ -159,6 +159,16 @@ func handles(ts []*Tensor) []C.lt_tensor {
 	return hs
 }
 
+// handleArray is handles(ts) and the pointer to its first element to pass
+// as a C array, NULL when ts is empty.
+func handleArray(ts []*Tensor) ([]C.lt_tensor, *C.lt_tensor) {
+	hs := handles(ts)
+	if len(hs) == 0 {
+		return hs, nil
+	}
+	return hs, &hs[0]
+}
+
 // Element is a Go type that maps one to one to a tensor dtype.
 type Element interface {
 	~float32 | ~float64 | ~int64 | ~int32 | ~int16 | ~int8 | ~uint8 | ~bool

@@ -24,9 +24,8 @@ func autocastDType(precision string) (torch.DType, bool) {
 	return 0, false
 }
 
-// checkPrecision refuses a precision (valid by Config.Validate) the
-// device cannot autocast to:
-// libtorch's CPU autocast knows bfloat16 only.
+// checkPrecision refuses a precision (valid by Config.Validate) that the
+// device cannot autocast to: libtorch's CPU autocast knows bfloat16 only.
 func checkPrecision(precision string, d torch.Device) error {
 	if precision == "fp16" && d.Type != torch.CUDADevice {
 		return fmt.Errorf("train: mixed_precision fp16 needs a CUDA device (the model is on %v, where autocast runs bfloat16 only): use bf16", d)

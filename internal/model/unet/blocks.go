@@ -148,24 +148,16 @@ func (u *UpBlock) Forward(x *torch.Tensor, skips []*torch.Tensor, temb, context 
 // ckpt is set and autograd records: the granularity diffusers checkpoints
 // at, each resnet and each transformer on its own.
 func resnet(ckpt bool, r *ResnetBlock2D, x, temb *torch.Tensor) *torch.Tensor {
-	if !ckpt || !torch.GradEnabled() {
-		return r.Forward(x, temb)
-	}
-	return torch.Checkpoint(func(in []*torch.Tensor) []*torch.Tensor {
-		return []*torch.Tensor{r.Forward(in[0], in[1])}
-	}, x, temb)[0]
+	return checkpointed(ckpt, func(in []*torch.Tensor) *torch.Tensor { return r.Forward(in[0], in[1]) }, x, temb)
 }
 
 func transformer(ckpt bool, t *Transformer2D, x, context *torch.Tensor) *torch.Tensor {
+	return checkpointed(ckpt, func(in []*torch.Tensor) *torch.Tensor { return t.Forward(in[0], in[1]) }, x, context)
+}
+
+func checkpointed(ckpt bool, f func(in []*torch.Tensor) *torch.Tensor, xs ...*torch.Tensor) *torch.Tensor {
 	if !ckpt || !torch.GradEnabled() {
-		return t.Forward(x, context)
+		return f(xs)
 	}
-	if context == nil {
-		return torch.Checkpoint(func(in []*torch.Tensor) []*torch.Tensor {
-			return []*torch.Tensor{t.Forward(in[0], nil)}
-		}, x)[0]
-	}
-	return torch.Checkpoint(func(in []*torch.Tensor) []*torch.Tensor {
-		return []*torch.Tensor{t.Forward(in[0], in[1])}
-	}, x, context)[0]
+	return torch.Checkpoint(func(in []*torch.Tensor) []*torch.Tensor { return []*torch.Tensor{f(in)} }, xs...)[0]
 }

@@ -15,9 +15,7 @@ func TestGradientCheckpointing(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
 	u := loadTiny(t)
-	f := golden.File(t, "core", "unet.safetensors")
-	sample := golden.Tensor(t, f, "sample")
-	ctx := golden.Tensor(t, f, "encoder_hidden_states")
+	f, sample, ctx := goldenInputs(t)
 	steps := golden.Tensor(t, f, "timesteps")
 	weight := torch.Randn(torch.NewGenerator(3), sample.Shape()...)
 	run := func(ckpt bool) (float64, map[string][]float64) {

@@ -18,6 +18,13 @@ func loadTiny(t *testing.T) *UNet {
 	return u
 }
 
+// goldenInputs are the golden UNet call's file, sample and text states.
+func goldenInputs(t *testing.T) (f *torch.SafetensorsFile, sample, ctx *torch.Tensor) {
+	t.Helper()
+	f = golden.File(t, "core", "unet.safetensors")
+	return f, golden.Tensor(t, f, "sample"), golden.Tensor(t, f, "encoder_hidden_states")
+}
+
 // TestGoldenForward compares the tiny UNet with diffusers: the output for
 // per-element and scalar timesteps, and the block outputs along the way.
 // atol 1e-5: the README's suggestion for single calls (fp32 vs fp64 noise ~1e-6).
@@ -25,9 +32,7 @@ func TestGoldenForward(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
 	u := loadTiny(t)
-	f := golden.File(t, "core", "unet.safetensors")
-	sample := golden.Tensor(t, f, "sample")
-	ctx := golden.Tensor(t, f, "encoder_hidden_states")
+	f, sample, ctx := goldenInputs(t)
 
 	tapped := 0
 	u.Tap = func(name string, x *torch.Tensor) {
