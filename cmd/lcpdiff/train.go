@@ -53,8 +53,8 @@ func newTrainCommand(v *viper.Viper) *cobra.Command {
 		Long: `Train an LCP adapter on a data manifest, the Stable Diffusion model frozen.
 
 The run is described by the YAML file of the root --config flag, which holds
-the training keys (steps, batch_size, grad_accum, lr, betas, weight_decay,
-clip_grad_norm, text_dropout, image_dropout, seed, log_every, sample_every,
+the training keys (steps, batch_size, grad_accum, lr, lr_scheduler,
+lr_warmup_steps, betas, weight_decay, clip_grad_norm, text_dropout, image_dropout, seed, log_every, sample_every,
 checkpoint_every, out_dir, trainable, resolution, conditioner, resampler,
 mixed_precision, gradient_checkpointing, resume) beside this
 command's flag names (model, data, adapter, ...), as in configs/toyworld-tiny.yaml.

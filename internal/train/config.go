@@ -20,12 +20,17 @@ import (
 // are the mapstructure tags). Start from Defaults so that keys the file
 // leaves out keep their defaults.
 type Config struct {
-	Steps       int        `mapstructure:"steps"`        // optimizer steps in all, counting those before a resume
-	BatchSize   int        `mapstructure:"batch_size"`   // samples per micro-batch
-	GradAccum   int        `mapstructure:"grad_accum"`   // micro-batches per optimizer step
-	LR          float64    `mapstructure:"lr"`           // constant learning rate
-	Betas       [2]float64 `mapstructure:"betas"`        // AdamW's beta1, beta2
-	WeightDecay float64    `mapstructure:"weight_decay"` // AdamW's decoupled weight decay
+	Steps     int     `mapstructure:"steps"`      // optimizer steps in all, counting those before a resume
+	BatchSize int     `mapstructure:"batch_size"` // samples per micro-batch
+	GradAccum int     `mapstructure:"grad_accum"` // micro-batches per optimizer step
+	LR        float64 `mapstructure:"lr"`         // peak learning rate
+	// LRScheduler shapes the learning rate over the run (LRSchedulers):
+	// constant, or a linear warmup over LRWarmupSteps and then constant,
+	// a linear decay or a cosine decay to 0 at Steps.
+	LRScheduler   string     `mapstructure:"lr_scheduler"`
+	LRWarmupSteps int        `mapstructure:"lr_warmup_steps"`
+	Betas         [2]float64 `mapstructure:"betas"`        // AdamW's beta1, beta2
+	WeightDecay   float64    `mapstructure:"weight_decay"` // AdamW's decoupled weight decay
 	// ClipGradNorm caps the global L2 norm of the trainable gradients;
 	// 0 leaves them as they are.
 	ClipGradNorm float64 `mapstructure:"clip_grad_norm"`
@@ -100,6 +105,7 @@ func Defaults() Config {
 		BatchSize:       1, // the LCP conditioner's micro-batch
 		GradAccum:       16,
 		LR:              5e-5,
+		LRScheduler:     "constant",
 		Betas:           [2]float64{0.9, 0.999},
 		WeightDecay:     1e-2,
 		ClipGradNorm:    1,
@@ -128,6 +134,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: grad_accum must be at least 1, got %d", c.GradAccum)
 	case !(c.LR > 0):
 		return fmt.Errorf("train: lr must be positive, got %g", c.LR)
+	case c.LRWarmupSteps < 0:
+		return fmt.Errorf("train: lr_warmup_steps must be 0 or more, got %d", c.LRWarmupSteps)
 	case c.Betas[0] < 0 || c.Betas[0] >= 1 || c.Betas[1] < 0 || c.Betas[1] >= 1:
 		return fmt.Errorf("train: betas must lie in [0, 1), got %v", c.Betas)
 	case c.WeightDecay < 0:
@@ -149,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains(Conditioners, c.Conditioner) {
 		return fmt.Errorf("train: conditioner %q: want one of %s", c.Conditioner, strings.Join(Conditioners, ", "))
+	}
+	if !slices.Contains(LRSchedulers, c.LRScheduler) {
+		return fmt.Errorf("train: lr_scheduler %q: want one of %s", c.LRScheduler, strings.Join(LRSchedulers, ", "))
 	}
 	if !slices.Contains(Precisions, c.MixedPrecision) {
 		return fmt.Errorf("train: mixed_precision %q: want one of %s", c.MixedPrecision, strings.Join(Precisions, ", "))

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +55,8 @@ func TestConfigValidate(t *testing.T) {
 		"out_dir":        func(c *Config) { c.OutDir = "" },
 		"clip_grad_norm": func(c *Config) { c.ClipGradNorm = -1 },
 		"conditioner":    func(c *Config) { c.Conditioner = "image" },
+		"lr_scheduler":   func(c *Config) { c.LRScheduler = "step" },
+		"lr_warmup":      func(c *Config) { c.LRWarmupSteps = -1 },
 	} {
 		c := Defaults()
 		change(&c)
@@ -64,6 +67,29 @@ func TestConfigValidate(t *testing.T) {
 		}
 		if want := strings.Split(name, "_")[0]; name != "pattern" && !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %q does not name it", name, err)
+		}
+	}
+}
+
+// The curves of diffusers' get_scheduler (LambdaLR, stepped after each
+// optimizer step), at 10 warmup steps of 110 and a peak of 1.
+func TestLRSchedulesFollowDiffusers(t *testing.T) {
+	quarter := 0.5 * (1 + math.Cos(math.Pi/4))
+	for name, want := range map[string]map[int]float64{
+		"constant":             {0: 1, 5: 1, 109: 1},
+		"constant_with_warmup": {0: 0, 5: 0.5, 10: 1, 109: 1},
+		"linear":               {0: 0, 5: 0.5, 10: 1, 60: 0.5, 109: 0.01, 110: 0},
+		"cosine":               {0: 0, 5: 0.5, 10: 1, 35: quarter, 60: 0.5, 110: 0},
+	} {
+		c := Defaults()
+		c.Steps, c.LR, c.LRScheduler, c.LRWarmupSteps = 110, 1, name, 10
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		for done, lr := range want {
+			if got := c.lrAt(done); math.Abs(got-lr) > 1e-12 {
+				t.Errorf("%s after %d steps: lr %g, want %g", name, done, got, lr)
+			}
 		}
 	}
 }

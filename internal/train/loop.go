@@ -133,9 +133,9 @@ func newTrainer(pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Ad
 	if err = t.agree(err); err != nil {
 		return nil, err
 	}
-	// The configuration, not the checkpoint, sets the learning rate: a
-	// resumed run may change it.
-	t.opt.SetLR(cfg.LR)
+	// The configuration and the step, not the checkpoint, set the learning
+	// rate: a resumed run may change it.
+	t.opt.SetLR(cfg.lrAt(t.step))
 	if t.lead() {
 		if err = os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 			err = fmt.Errorf("train: %w", err)
@@ -297,7 +297,7 @@ func (w *window) row(t *trainer) LogRow {
 	n, elapsed := float64(w.steps), time.Since(w.start).Seconds()
 	samples := float64(t.world() * t.cfg.SamplesPerStep()) // the job's, not this rank's
 	return LogRow{
-		Step: t.step, Loss: w.loss / n, LR: t.cfg.LR, GradNorm: w.gradNorm / n, Seconds: t.seconds(),
+		Step: t.step, Loss: w.loss / n, LR: t.cfg.lrAt(t.step - 1), GradNorm: w.gradNorm / n, Seconds: t.seconds(),
 		StepsPerSec: n / elapsed, SamplesPerSec: n * samples / elapsed,
 	}
 }
@@ -363,6 +363,7 @@ func (t *trainer) checkpoint() error {
 // norm and updates the trainable parameters. It returns the mean loss
 // (over the ranks too) and the gradient norm before clipping.
 func (t *trainer) optimizerStep() (loss, gradNorm float64, err error) {
+	t.opt.SetLR(t.cfg.lrAt(t.step))
 	t.opt.ZeroGrad()
 	var failed error
 	for range t.cfg.GradAccum {
