@@ -27,7 +27,7 @@ func TestResumeIsBitExact(t *testing.T) {
 	config := func(dir string) Config {
 		c := tinyConfig(dir, 4, AdapterTrainable...)
 		c.GradAccum = 2
-		c.ClipGradNorm = 0.05 // below the norms the tiny model sees: clipping acts
+		c.ClipGradNorm = 0.05                        // below the norms the tiny model sees: clipping acts
 		c.LRScheduler, c.LRWarmupSteps = "cosine", 1 // the resumed run must pick up the curve
 		return c
 	}
