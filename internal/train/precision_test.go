@@ -75,9 +75,8 @@ func TestGradientCheckpointingGivesTheSameGradients(t *testing.T) {
 // to float32's while weights and gradients stay float32. The bounds are
 // bfloat16's: 8 bits of mantissa give about 0.4% per rounding; measured on
 // the tiny model: loss within 0.1%, gradients' cosine to float32's 0.975
-// or 0.763, depending on the adapter's random initial parts (lcp draws them
-// from one generator for the process, so they depend on which tests ran
-// before). Every frozen encoder of the conditioner runs in bfloat16 too. A
+// (the same in any test order since each fresh adapter draws its random
+// parts from a generator of its own). Every frozen encoder of the conditioner runs in bfloat16 too. A
 // broken cast path gives a cosine near 0.
 func TestBFloat16MixedPrecision(t *testing.T) {
 	s := torch.NewScope()
@@ -95,7 +94,7 @@ func TestBFloat16MixedPrecision(t *testing.T) {
 	if r := math.Abs(mixedLoss-fullLoss) / fullLoss; r > 0.02 {
 		t.Fatalf("bf16 loss %v, float32 %v (%.2g relative)", mixedLoss, fullLoss, r)
 	}
-	compareGrads(t, mixed, full, math.Inf(1), 0.7)
+	compareGrads(t, mixed, full, math.Inf(1), 0.95)
 }
 
 // compareGrads checks that got and want have gradients for the same
@@ -126,9 +125,11 @@ func compareGrads(t *testing.T, got, want map[string][]float64, tol, minCos floa
 			dot, gg, ww = dot+g[i]*w[i], gg+g[i]*g[i], ww+w[i]*w[i]
 		}
 	}
-	if cos := dot / math.Sqrt(gg*ww); cos < minCos {
+	cos := dot / math.Sqrt(gg*ww)
+	if cos < minCos {
 		t.Fatalf("gradients' cosine %.6f, want at least %g", cos, minCos)
 	}
+	t.Logf("gradients' cosine %.7f", cos)
 }
 
 func TestFloat16NeedsCUDA(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
@@ -131,7 +132,7 @@ func Load(path string, u *unet.UNet, opts torch.Options) (*Adapter, error) {
 	if err := ipadapter.Fits(src, m.Resampler, u); err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", path, err)
 	}
-	a, err := build("adapter "+path, src, nil, u, m, opts)
+	a, err := build("adapter "+path, src, false, u, m, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +172,7 @@ func FromParts(ipPath, gligenDir string, u *unet.UNet, opts torch.Options) (*Ada
 		defer g.Close()
 		parts = append(parts, nn.Only(g, gligen.IsKey))
 	}
-	return build("public parts", parts, Initial, u, m, opts)
+	return build("public parts", parts, true, u, m, opts)
 }
 
 // Fresh is an adapter to train from scratch on u, its resampler sized by
@@ -179,14 +180,18 @@ func FromParts(ipPath, gligenDir string, u *unet.UNet, opts torch.Options) (*Ada
 // the inert initialisation FromParts gives what no public part provides.
 func Fresh(u *unet.UNet, r ipadapter.ResamplerConfig, opts torch.Options) (*Adapter, error) {
 	m := Meta{Format: FormatVersion, StaticDim: u.Config.CrossAttentionDim, Source: "fresh", Resampler: r}
-	return build("fresh adapter", nn.Union{}, Initial, u, m, opts)
+	return build("fresh adapter", nn.Union{}, true, u, m, opts)
 }
 
 // build loads every part from src (initialising what it lacks when init is
 // set) and attaches the adapter.
-func build(what string, src nn.Source, init func(key string, shape []int64) *torch.Tensor, u *unet.UNet, m Meta, opts torch.Options) (a *Adapter, err error) {
+func build(what string, src nn.Source, init bool, u *unet.UNet, m Meta, opts torch.Options) (a *Adapter, err error) {
 	l := nn.NewLoader(what, src, opts)
-	l.Init = init
+	if init {
+		g := torch.NewGenerator(initSeed)
+		defer g.Close()
+		l.Init = Initial(g)
+	}
 	defer func() {
 		if err != nil {
 			nn.Free(l.Params())
@@ -209,46 +214,39 @@ func DefaultResampler(outputDim int64) ipadapter.ResamplerConfig {
 		EmbeddingDim: 1280, OutputDim: outputDim, FFMult: 4}
 }
 
+// initSeed seeds the random part of a fresh initialisation. Each adapter
+// draws from a generator of its own, so that a fresh adapter's weights do
+// not depend on how many the process built before it.
+const initSeed = 20240
+
 // Initial is the initialisation of parameters no checkpoint provides, by
 // key, declared as data: the gates and mixing weights that keep a fresh
-// adapter inert start at zero, norms at one, other weights small and random.
-func Initial(key string, shape []int64) *torch.Tensor {
-	for _, rule := range initRules {
-		if strings.HasSuffix(key, rule.suffix) {
-			return rule.init(shape)
+// adapter inert start at zero, norms at one, other weights small and
+// random, drawn from g in the order the loader asks.
+func Initial(g *torch.Generator) func(key string, shape []int64) *torch.Tensor {
+	return func(key string, shape []int64) *torch.Tensor {
+		switch {
+		case hasAnySuffix(key, ".mu", // static attention off
+			".alpha_attn", ".alpha_dense", // fuser gates closed
+			".to_k_ip.weight", ".to_v_ip.weight"): // dynamic attention adds nothing
+			return torch.Zeros(shape...)
+		case strings.HasSuffix(key, "image_proj.latents"): // the resampler's queries: randn / sqrt(dim), as IP-Adapter
+			return randn(g, shape, 1/math.Sqrt(float64(shape[len(shape)-1])))
+		case strings.Contains(key, "norm") && len(shape) == 1:
+			return torch.Ones(shape...)
+		case strings.HasSuffix(key, ".bias"):
+			return torch.Zeros(shape...)
 		}
+		return randn(g, shape, 0.02)
 	}
-	if strings.Contains(key, "norm") && len(shape) == 1 {
-		return torch.Ones(shape...)
-	}
-	if strings.HasSuffix(key, ".bias") {
-		return torch.Zeros(shape...)
-	}
-	return torch.Scoped(func() *torch.Tensor { return torch.Randn(initGenerator, shape...).MulScalar(0.02) })
 }
 
-var initGenerator = torch.NewGenerator(20240)
-
-var initRules = []struct {
-	suffix string
-	init   func(shape []int64) *torch.Tensor
-}{
-	{".mu", zeros},                   // static attention off
-	{".alpha_attn", zeros},           // fuser gates closed
-	{".alpha_dense", zeros},          //
-	{".to_k_ip.weight", zeros},       // dynamic attention adds nothing
-	{".to_v_ip.weight", zeros},       //
-	{"image_proj.latents", randn(1)}, // the resampler's queries: randn / sqrt(dim), as IP-Adapter
+func hasAnySuffix(s string, suffixes ...string) bool {
+	return slices.ContainsFunc(suffixes, func(x string) bool { return strings.HasSuffix(s, x) })
 }
 
-func zeros(shape []int64) *torch.Tensor { return torch.Zeros(shape...) }
-
-func randn(std float64) func([]int64) *torch.Tensor {
-	return func(shape []int64) *torch.Tensor {
-		return torch.Scoped(func() *torch.Tensor {
-			return torch.Randn(initGenerator, shape...).MulScalar(std / math.Sqrt(float64(shape[len(shape)-1])))
-		})
-	}
+func randn(g *torch.Generator, shape []int64, std float64) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor { return torch.Randn(g, shape...).MulScalar(std) })
 }
 
 // Save writes every parameter and the metadata to path (atomically).

@@ -91,3 +91,37 @@ func TestAdapterSaveLoadRoundTrip(t *testing.T) {
 		t.Fatalf("loading a foreign file: %v", err)
 	}
 }
+
+// A fresh adapter's random parts are the same however many adapters the
+// process built before it.
+func TestFreshAdaptersAreInitialisedAlike(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	u := tinyUNet(t, torch.Options{})
+	r := DefaultResampler(u.Config.CrossAttentionDim)
+	r.Dim, r.Depth, r.DimHead, r.Heads, r.NumQueries, r.EmbeddingDim = 32, 1, 8, 4, 4, 32
+	a, err := Fresh(u, r, torch.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]*torch.Tensor{}
+	for k, p := range a.Params() {
+		first[k] = p.Clone()
+	}
+	a.Free()
+	b, err := Fresh(u, r, torch.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Free()
+	random := 0
+	for k, p := range b.Params() {
+		golden.Compare(t, k, p, first[k], 0)
+		if strings.HasSuffix(k, "image_proj.latents") || strings.HasSuffix(k, "to_q.weight") {
+			random++
+		}
+	}
+	if random == 0 {
+		t.Fatal("no randomly initialised parameter was compared")
+	}
+}
