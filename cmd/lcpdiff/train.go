@@ -182,9 +182,7 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 	var cond train.Conditioner
 	switch cfg.Conditioner {
 	case "lcp":
-		if cond, err = train.NewLCPConditioner(m, a, enc, cfg); err != nil {
-			return err
-		}
+		cond = train.NewLCPConditioner(m, a, enc, cfg)
 	case "grounding":
 		cond = train.NewGroundingConditioner(m, a, cfg)
 	default:

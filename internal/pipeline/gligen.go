@@ -107,36 +107,79 @@ func (m *Model) groundingTokens(g *gligen.Grounding, r GLIGEN) *torch.Tensor {
 // with guidance B' = 2B and the unconditional (first) half has every mask
 // 0, so it sees null objects only.
 func (m *Model) groundingInputs(phrases []string, boxes [][4]float64, batch int, guided bool) (b, mask, emb *torch.Tensor) {
+	return m.groundingRows(phrases, boxes, rowSubjects(len(boxes), nil, batch), guided)
+}
+
+// groundingRows are groundingInputs for rows that hold subjects of their
+// own: rows[r] lists the subjects (indices into phrases and boxes) of
+// batch row r, in its first slots.
+func (m *Model) groundingRows(phrases []string, boxes [][4]float64, rows [][]int, guided bool) (b, mask, emb *torch.Tensor) {
 	s := torch.NewScope()
 	defer s.Close()
 	const maxObjs = gligen.MaxObjects
-	n := len(boxes)
-	boxData := make([]float32, maxObjs*4)
-	on, off := make([]float32, maxObjs), make([]float32, maxObjs)
-	for i, box := range boxes {
-		for c, v := range box {
-			boxData[i*4+c] = float32(v)
+	n := int64(len(rows))
+	boxData := make([]float32, n*maxObjs*4)
+	on := make([]float32, n*maxObjs)
+	for r, subjects := range rows {
+		for j, k := range subjects {
+			slot := r*maxObjs + j
+			for c, v := range boxes[k] {
+				boxData[slot*4+c] = float32(v)
+			}
+			on[slot] = 1
 		}
-		on[i] = 1
 	}
-	b = torch.New(boxData, 1, maxObjs, 4).ToOptions(m.Options)
-	mask = torch.New(on, 1, maxObjs).ToOptions(m.Options)
-	dim := m.Text.Config.HiddenSize
-	emb = m.Options.Zeros(1, maxObjs, dim)
-	if n > 0 {
-		pooled := m.PhraseEmbeddings(phrases) // [n, D]
-		emb = torch.Cat([]*torch.Tensor{pooled.Unsqueeze(0), m.Options.Zeros(1, maxObjs-int64(n), dim)}, 1)
+	b = torch.New(boxData, n, maxObjs, 4).ToOptions(m.Options)
+	mask = torch.New(on, n, maxObjs).ToOptions(m.Options)
+	if len(boxes) > 0 {
+		emb = m.slotted(m.PhraseEmbeddings(phrases), rows) // [n, D] -> [B, 30, D]
+	} else {
+		emb = m.Options.Zeros(n, maxObjs, m.Text.Config.HiddenSize)
 	}
-
-	rows := int64(batch)
-	b, mask, emb = b.Repeat(rows, 1, 1), mask.Repeat(rows, 1), emb.Repeat(rows, 1, 1)
 	if guided {
 		b = torch.Cat([]*torch.Tensor{b, b}, 0)
 		emb = torch.Cat([]*torch.Tensor{emb, emb}, 0)
-		uncond := torch.New(off, 1, maxObjs).ToOptions(m.Options).Repeat(rows, 1)
-		mask = torch.Cat([]*torch.Tensor{uncond, mask}, 0)
+		mask = torch.Cat([]*torch.Tensor{m.Options.Zeros(n, maxObjs), mask}, 0)
 	}
 	return s.Keep(b), s.Keep(mask), s.Keep(emb)
+}
+
+// rowSubjects lists, per row of a batch, the subjects it holds: every one
+// of the n subjects in every row when rowOf is nil, else each subject in
+// its row rowOf[k].
+func rowSubjects(n int, rowOf []int, batch int) [][]int {
+	rows := make([][]int, batch)
+	for k := range n {
+		if rowOf != nil {
+			rows[rowOf[k]] = append(rows[rowOf[k]], k)
+			continue
+		}
+		for r := range rows {
+			rows[r] = append(rows[r], k)
+		}
+	}
+	return rows
+}
+
+// slotted places per-subject vectors x [n, D] in each row's grounding
+// slots as rows lists them: [B, 30, D], zeros in empty slots.
+func (m *Model) slotted(x *torch.Tensor, rows [][]int) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		const maxObjs = gligen.MaxObjects
+		n, dim := x.Size(0), x.Size(1)
+		index := make([]int64, len(rows)*maxObjs)
+		for r := range rows {
+			for j := range maxObjs {
+				index[r*maxObjs+j] = n // the zero row
+			}
+			for j, k := range rows[r] {
+				index[r*maxObjs+j] = int64(k)
+			}
+		}
+		padded := torch.Cat([]*torch.Tensor{x, torch.OptionsOf(x).Zeros(1, dim)}, 0)
+		at := torch.New(index).ToOptions(torch.Options{DType: torch.Int64, Device: m.Options.Device})
+		return padded.IndexSelect(0, at).Reshape(int64(len(rows)), maxObjs, dim)
+	})
 }
 
 // PhraseEmbeddings are the phrases' pooled text embeddings [n, D]: the

@@ -74,20 +74,24 @@ func (m *Model) GenerateWithImages(r ImagePrompt, a *ipadapter.Adapter) (images 
 func (m *Model) setImageCondition(r ImagePrompt, a *ipadapter.Adapter) error {
 	lh, lw := m.latentSize(r.Text2Image)
 	var err error
-	torch.NoGrad(func() { err = m.setImageTokens(a, r.Subjects, r.Uncond, r.Boxes, r.Batch, lh, lw) })
+	torch.NoGrad(func() { err = m.setImageTokens(a, r.Subjects, r.Uncond, r.Boxes, nil, r.Batch, lh, lw) })
 	return err
 }
 
 // setImageTokens distils each subject's image-encoder states [V, S, E]
 // into image tokens for batch rows (and, given the zero image's states,
-// the unconditional tokens) and hands them to a with the boxes. The
-// resampler runs with autograd as the caller has it: training trains it.
-func (m *Model) setImageTokens(a *ipadapter.Adapter, subjects []*torch.Tensor, uncond *torch.Tensor, boxes [][4]float64, batch int, lh, lw int64) (err error) {
+// the unconditional tokens) and hands them to a with the boxes; with
+// rowOf, each subject's tokens go to its one row. The resampler runs with
+// autograd as the caller has it: training trains it.
+func (m *Model) setImageTokens(a *ipadapter.Adapter, subjects []*torch.Tensor, uncond *torch.Tensor, boxes [][4]float64, rowOf []int, batch int, lh, lw int64) (err error) {
 	defer torch.Recover(&err)
 	s := torch.NewScope() // the adapter keeps its own copies
 	defer s.Close()
-	c := ipadapter.Condition{Boxes: boxes, LatentH: lh, LatentW: lw}
+	c := ipadapter.Condition{Boxes: boxes, LatentH: lh, LatentW: lw, RowOf: rowOf}
 	rows := int64(batch)
+	if rowOf != nil {
+		rows = 1
+	}
 	for _, hidden := range subjects {
 		hidden = hidden.ToOptions(m.Options)
 		c.Subjects = append(c.Subjects, a.ImageTokens(hidden).Repeat(rows, 1, 1))

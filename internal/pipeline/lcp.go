@@ -157,7 +157,14 @@ type AdapterCondition struct {
 	Uncond *torch.Tensor
 	// Batch is the number of conditional rows; Guided doubles the UNet's
 	// batch with as many unconditional rows before them.
-	Batch            int
+	Batch int
+	// RowOf, when set, gives each subject the one row it conditions: a
+	// training micro-batch of several samples, each with subjects of its
+	// own (at most gligen.MaxObjects a row; not Guided). A row with no
+	// subject sees the null grounding tokens, as guidance's unconditional
+	// rows do, and no image or static term. Nil: every subject conditions
+	// every row.
+	RowOf            []int
 	Guided           bool
 	IPScale          float64 // lambda
 	StaticScale      float64 // alpha
@@ -201,6 +208,9 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 	// On failure the references go too: freeing twice, here and in
 	// ResetAdapter, is harmless.
 	defer func() { c.free(err != nil) }()
+	if err := c.checkRows(); err != nil {
+		return err
+	}
 	s := torch.NewScope()
 	defer s.Close()
 	n := len(c.Subjects)
@@ -223,7 +233,7 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 		weights = append(weights, 1)
 	}
 	*a.State = lcp.StaticState{
-		Alpha: c.StaticScale, Subjects: refs, Boxes: boxes, Restrict: c.RegionRestrict,
+		Alpha: c.StaticScale, Subjects: refs, Boxes: boxes, Restrict: c.RegionRestrict, RowOf: c.RowOf,
 		Rows: torch.Persist(torch.New(weights)), LatentH: c.LatentH, LatentW: c.LatentW,
 	}
 
@@ -232,19 +242,44 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 		ipBoxes = boxes
 	}
 	a.IP.Scale = c.IPScale
-	if err := m.setImageTokens(a.IP, hidden, c.Uncond, ipBoxes, c.Batch, c.LatentH, c.LatentW); err != nil {
+	if err := m.setImageTokens(a.IP, hidden, c.Uncond, ipBoxes, c.RowOf, c.Batch, c.LatentH, c.LatentW); err != nil {
 		return err
 	}
 
-	b, mask, emb := m.groundingInputs(phrases, boxes, c.Batch, c.Guided)
+	slots := rowSubjects(n, c.RowOf, c.Batch)
+	b, mask, emb := m.groundingRows(phrases, boxes, slots, c.Guided)
 	st := m.Options.Zeros(b.Size(0), gligen.MaxObjects, a.Meta.StaticDim)
 	if len(statics) > 0 {
-		cs := torch.Cat(statics, 0).Unsqueeze(0).ToOptions(m.Options) // [1, K, Ds]
-		rest := m.Options.Zeros(1, gligen.MaxObjects-int64(len(statics)), a.Meta.StaticDim)
-		st = torch.Cat([]*torch.Tensor{cs, rest}, 1).Repeat(b.Size(0), 1, 1)
+		st = m.slotted(torch.Cat(statics, 0).ToOptions(m.Options), slots) // [K, Ds] -> [B, 30, Ds]
+		if c.Guided {
+			st = torch.Cat([]*torch.Tensor{st, st}, 0)
+		}
 	}
 	objs := torch.Persist(a.Layout.Forward(b, mask, emb, st))
 	a.Grounding.Set(objs, c.GroundingBeta)
+	return nil
+}
+
+// checkRows validates RowOf.
+func (c AdapterCondition) checkRows() error {
+	if c.RowOf == nil {
+		return nil
+	}
+	if len(c.RowOf) != len(c.Subjects) {
+		return fmt.Errorf("adapter condition: rows for %d subjects, %d subjects", len(c.RowOf), len(c.Subjects))
+	}
+	if c.Guided {
+		return fmt.Errorf("adapter condition: subjects set per row do not take classifier-free guidance")
+	}
+	count := make([]int, c.Batch)
+	for k, r := range c.RowOf {
+		if r < 0 || r >= c.Batch {
+			return fmt.Errorf("adapter condition: subject %d is set for row %d of a batch of %d", k+1, r, c.Batch)
+		}
+		if count[r]++; count[r] > gligen.MaxObjects {
+			return fmt.Errorf("adapter condition: row %d has more than %d subjects", r, gligen.MaxObjects)
+		}
+	}
 	return nil
 }
 

@@ -220,7 +220,7 @@ func (a *Adapter) SetCondition(c Condition) error {
 		return fmt.Errorf("ip-adapter: %w", err)
 	}
 	a.ClearCondition()
-	a.cond = Condition{Boxes: slices.Clone(c.Boxes), LatentH: c.LatentH, LatentW: c.LatentW}
+	a.cond = Condition{Boxes: slices.Clone(c.Boxes), LatentH: c.LatentH, LatentW: c.LatentW, RowOf: slices.Clone(c.RowOf)}
 	for k, t := range c.Subjects {
 		a.cond.Subjects = append(a.cond.Subjects, torch.Persist(t.Clone()))
 		if c.Uncond != nil {
@@ -248,6 +248,16 @@ func (a *Adapter) check(c Condition) error {
 			if s, want := t.Shape(), c.Subjects[k].Shape(); !slices.Equal(s, want) {
 				return fmt.Errorf("subject %d's unconditional tokens are %v, its tokens %v", k, s, want)
 			}
+		}
+	}
+	if c.RowOf != nil {
+		switch {
+		case len(c.RowOf) != len(c.Subjects):
+			return fmt.Errorf("rows for %d subjects, %d subjects", len(c.RowOf), len(c.Subjects))
+		case batch != 1:
+			return fmt.Errorf("subjects set per row have tokens [1, Q, C], got a batch of %d", batch)
+		case c.Uncond != nil:
+			return fmt.Errorf("subjects set per row take no unconditional tokens")
 		}
 	}
 	if c.Boxes != nil {

@@ -27,6 +27,11 @@ type Condition struct {
 	// LatentH, LatentW are the size of the UNet's input latent; with boxes
 	// they place each layer's grid.
 	LatentH, LatentW int64
+	// RowOf, when set, gives each subject the one batch row it conditions
+	// (a training micro-batch, each sample with subjects of its own); each
+	// subject's tokens are then [1, Q, C] and there is no Uncond. Nil:
+	// every subject conditions every row.
+	RowOf []int
 }
 
 // Processor is IP-Adapter's decoupled cross-attention for one attn2 layer
@@ -95,10 +100,26 @@ func (p *Processor) imageAttention(a *unet.Attention, q *torch.Tensor) *torch.Te
 	if subjects == nil {
 		return nil
 	}
-	if p.adapter.cond.Boxes == nil {
+	var masks []*torch.Tensor
+	if p.adapter.cond.Boxes != nil {
+		masks = p.adapter.boxMasks(a.Name, q.Size(2), torch.OptionsOf(q))
+	}
+	rowOf := p.adapter.cond.RowOf
+	if rowOf == nil {
+		return p.imageTerm(a, q, subjects, masks)
+	}
+	return unet.PerRow(q, rowOf, func(q *torch.Tensor, mine []int) *torch.Tensor {
+		return p.imageTerm(a, q, unet.Pick(subjects, mine), unet.Pick(masks, mine))
+	}, func() *torch.Tensor { return torch.OptionsOf(q).Zeros(1, q.Size(1), q.Size(2), q.Size(3)) })
+}
+
+// imageTerm is queries q [B, H, N, D] attending to the subjects' tokens,
+// [B, H, N, D]: one attention over all of them, or with box masks each
+// subject's attention zero outside its box, summed.
+func (p *Processor) imageTerm(a *unet.Attention, q *torch.Tensor, subjects, masks []*torch.Tensor) *torch.Tensor {
+	if masks == nil {
 		return p.attend(a, q, torch.Cat(subjects, 1)) // [B, K*Q, C]: one attention over every subject
 	}
-	masks := p.adapter.boxMasks(a.Name, q.Size(2), torch.OptionsOf(q))
 	var sum *torch.Tensor
 	for k, tokens := range subjects {
 		term := p.attend(a, q, tokens).Mul(masks[k]) // zero outside subject k's box
@@ -125,7 +146,7 @@ func (a *Adapter) tokens(layer string, batch int64) []*torch.Tensor {
 		return nil
 	}
 	switch b := a.cond.Subjects[0].Size(0); {
-	case batch == b:
+	case a.cond.RowOf != nil, batch == b: // per row, PerRow checks the rows
 		return a.cond.Subjects
 	case batch == 2*b && a.guided != nil:
 		return a.guided

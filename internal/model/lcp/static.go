@@ -100,12 +100,17 @@ type StaticLayer struct {
 	Layer int
 }
 
-// StaticState is what every StaticLayer reads during one generation.
+// StaticState is what every StaticLayer reads during one generation, or
+// one training micro-batch.
 type StaticState struct {
 	Alpha    float64      // injection strength; 0 turns static attention off
 	Subjects []*Reference // one per subject
 	Boxes    [][4]float64 // one per subject, normalised x0, y0, x1, y1
 	Restrict bool         // each subject acts only inside its box
+	// RowOf, when set, gives each subject the one batch row it conditions:
+	// a training micro-batch, each sample with subjects of its own. Nil:
+	// every subject conditions every row.
+	RowOf []int
 	// Rows weights the batch rows [B]: 1 where the subject conditions the
 	// row, 0 for classifier-free guidance's unconditional rows.
 	Rows             *torch.Tensor
@@ -161,22 +166,12 @@ func (s *StaticLayer) Process(a *unet.Attention, x, context *torch.Tensor) *torc
 		}
 		q := a.SplitHeads(a.ToQ.Forward(x)) // [B, heads, N, d]
 		var sum *torch.Tensor
-		for k, ref := range st.Subjects {
-			if ref.Empty {
-				continue
-			}
-			c := ref.Features[s.Layer] // [1, M, C]
-			key, value := a.SplitHeads(s.ToK.Forward(c)), a.SplitHeads(s.ToV.Forward(c))
-			mask := ref.KeyMask[s.Layer].Reshape(1, 1, 1, -1)
-			out := a.Out(torch.Attention(q, key, value, mask, 0)) // [B, N, C]
-			if st.Restrict {
-				out = out.Mul(region.BoxMask(st.Boxes[k], h, w).ToOptions(torch.OptionsOf(out)).Reshape(1, -1, 1))
-			}
-			if sum == nil {
-				sum = out
-			} else {
-				sum = sum.Add(out)
-			}
+		if st.RowOf == nil {
+			sum = s.attend(a, q, st.Subjects, st.Boxes, h, w)
+		} else {
+			sum = unet.PerRow(q, st.RowOf, func(q *torch.Tensor, subjects []int) *torch.Tensor {
+				return s.attend(a, q, unet.Pick(st.Subjects, subjects), unet.Pick(st.Boxes, subjects), h, w)
+			}, func() *torch.Tensor { return torch.OptionsOf(base).Zeros(1, base.Size(1), base.Size(2)) })
 		}
 		if sum == nil {
 			return base
@@ -190,6 +185,32 @@ func (s *StaticLayer) Process(a *unet.Attention, x, context *torch.Tensor) *torc
 		rows = rows.ToOptions(torch.OptionsOf(sum)).Reshape(-1, 1, 1)
 		return base.Add(sum.Mul(rows).Mul(s.Mu).MulScalar(st.Alpha))
 	})
+}
+
+// attend is the sum over subjects of the cross-attention of queries q
+// [B, heads, N, d] to each subject's features [B or 1, M, C], each
+// restricted to its box when the state says so: [B, N, C], or nil when
+// every subject is empty.
+func (s *StaticLayer) attend(a *unet.Attention, q *torch.Tensor, subjects []*Reference, boxes [][4]float64, h, w int64) *torch.Tensor {
+	var sum *torch.Tensor
+	for k, ref := range subjects {
+		if ref.Empty {
+			continue
+		}
+		c := ref.Features[s.Layer] // [1, M, C]
+		key, value := a.SplitHeads(s.ToK.Forward(c)), a.SplitHeads(s.ToV.Forward(c))
+		mask := ref.KeyMask[s.Layer].Reshape(1, 1, 1, -1)
+		out := a.Out(torch.Attention(q, key, value, mask, 0)) // [B, N, C]
+		if s.State.Restrict {
+			out = out.Mul(region.BoxMask(boxes[k], h, w).ToOptions(torch.OptionsOf(out)).Reshape(1, -1, 1))
+		}
+		if sum == nil {
+			sum = out
+		} else {
+			sum = sum.Add(out)
+		}
+	}
+	return sum
 }
 
 // StaticProjection maps a subject's static features to the one vector c_s
