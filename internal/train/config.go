@@ -59,7 +59,7 @@ type Config struct {
 	Resolution int `mapstructure:"resolution"`
 	// Conditioner is what the UNet sees besides the noisy latent: "lcp",
 	// the paper's condition (captions, static references, image tokens,
-	// grounding tokens; one sample per micro-batch), "grounding" (captions
+	// grounding tokens, each row its own sample's), "grounding" (captions
 	// and the grounding tokens of boxes and phrases) or "text" (captions).
 	Conditioner string `mapstructure:"conditioner"`
 	// Resampler sizes the resampler of an adapter trained from scratch;
@@ -95,15 +95,15 @@ var Conditioners = []string{"lcp", "grounding", "text"}
 // layout-aware MLPs, the static projection) and nothing of the base model.
 var AdapterTrainable = []string{"static.*", "image_proj.*", "ip_adapter.*", "position_net.*", "*fuser*", "static_projection.*"}
 
-// Defaults is the paper's setup (IV-A) at one GPU's batch of 16
-// (accumulated one sample at a time, see LCPConditioner): AdamW at a
+// Defaults is the paper's setup (IV-A) at one GPU's batch of 16 (set
+// grad_accum, or gradient_checkpointing, where memory is short): AdamW at a
 // constant 5e-5 with PyTorch's betas and weight decay, 512x512, the whole
 // adapter trainable, and the usual 5% condition dropout.
 func Defaults() Config {
 	return Config{
 		Steps:           100_000,
-		BatchSize:       1, // the LCP conditioner's micro-batch
-		GradAccum:       16,
+		BatchSize:       16,
+		GradAccum:       1,
 		LR:              5e-5,
 		LRScheduler:     "constant",
 		Betas:           [2]float64{0.9, 0.999},
