@@ -123,15 +123,17 @@ func (m *Model) conditionAdapter(r LCP, a *lcp.Adapter, enc Encoders) (err error
 		}
 	}()
 	torch.NoGrad(func() {
-		for _, sub := range r.Subjects {
-			views := make([]*data.RGB, len(sub.References))
+		views := make([]SubjectViews, len(r.Subjects))
+		for k, sub := range r.Subjects {
+			whitened := make([]*data.RGB, len(sub.References))
 			for v, img := range sub.References {
-				views[v] = whiten(img, maskOf(sub, v))
+				whitened[v] = whiten(img, maskOf(sub, v))
 			}
-			phrase := cmp.Or(sub.Phrase, sub.Words)
-			e := m.EncodeSubject(enc, views[0], maskOf(sub, 0), views, sub.Category, r.Width, r.Height)
-			e.Box, e.Phrase = sub.Box, phrase
-			c.Subjects = append(c.Subjects, e)
+			views[k] = SubjectViews{Static: whitened[0], Mask: maskOf(sub, 0), Dynamic: whitened, Category: sub.Category}
+		}
+		c.Subjects = m.EncodeSubjects(enc, views, r.Width, r.Height)
+		for k, sub := range r.Subjects {
+			c.Subjects[k].Box, c.Subjects[k].Phrase = sub.Box, cmp.Or(sub.Phrase, sub.Words)
 		}
 		if c.Guided {
 			c.Uncond = torch.Persist(zeroImageHidden(enc))
@@ -185,16 +187,32 @@ func (c *AdapterCondition) free(refsToo bool) {
 	c.Uncond.Free()
 }
 
+// SubjectViews is what the frozen encoders see of one subject.
+type SubjectViews struct {
+	Static   *data.RGB   // the static refiner's view, background already white
+	Mask     *data.Gray  // the subject's pixels in Static; nil is the whole image
+	Dynamic  []*data.RGB // the image encoder's views
+	Category string      // for the refiner's "a photo of a {category}"
+}
+
 // EncodeSubject runs the frozen encoders on one subject: the static detail
-// refiner on its static view (background already white) and mask at the
-// generation's size, and the image encoder on its dynamic views.
-func (m *Model) EncodeSubject(enc Encoders, static *data.RGB, mask *data.Gray, dynamic []*data.RGB, category string, w, h int) EncodedSubject {
-	var e EncodedSubject
+// refiner on its static view and mask at the generation's size, and the
+// image encoder on its dynamic views.
+func (m *Model) EncodeSubject(enc Encoders, v SubjectViews, w, h int) EncodedSubject {
+	return m.EncodeSubjects(enc, []SubjectViews{v}, w, h)[0]
+}
+
+// EncodeSubjects is EncodeSubject for several subjects, the refiner's VAE,
+// text and UNet passes each run once for all of them.
+func (m *Model) EncodeSubjects(enc Encoders, subjects []SubjectViews, w, h int) []EncodedSubject {
+	out := make([]EncodedSubject, len(subjects))
 	torch.NoGrad(func() {
-		e.Reference = m.refine(static, mask, category, w, h)
-		e.Hidden = torch.Persist(encodeViews(enc, dynamic))
+		refs := m.refine(subjects, w, h)
+		for k, v := range subjects {
+			out[k] = EncodedSubject{Reference: refs[k], Hidden: torch.Persist(encodeViews(enc, v.Dynamic))}
+		}
 	})
-	return e
+	return out
 }
 
 // ConditionAdapter hands every part of a its state for c: the static
@@ -299,26 +317,31 @@ func (m *Model) ResetAdapter(a *lcp.Adapter) {
 	*a.State = lcp.StaticState{}
 }
 
-// refine runs the static detail refiner on a whitened view at the
-// generation's size.
-func (m *Model) refine(view *data.RGB, mask *data.Gray, category string, w, h int) *lcp.Reference {
+// refine runs the static detail refiner on the subjects' whitened views
+// at the generation's size, in one pass.
+func (m *Model) refine(subjects []SubjectViews, w, h int) []*lcp.Reference {
 	s := torch.NewScope()
 	defer s.Close()
-	pixels := toTensor(view.Resize(w, h, data.Bicubic)).ToOptions(m.Options) // [1, 3, H, W] in [-1, 1]
-	var maskT *torch.Tensor
-	if mask == nil {
-		maskT = m.Options.Ones(1, 1, int64(h), int64(w))
-	} else {
-		maskT = maskTensor(mask.Resize(w, h, data.Nearest)).ToOptions(m.Options)
+	pixels := make([]*torch.Tensor, len(subjects))
+	masks := make([]*torch.Tensor, len(subjects))
+	prompts := make([]string, len(subjects))
+	for k, v := range subjects {
+		pixels[k] = toTensor(v.Static.Resize(w, h, data.Bicubic)) // [1, 3, H, W] in [-1, 1]
+		if v.Mask == nil {
+			masks[k] = torch.Ones(1, 1, int64(h), int64(w))
+		} else {
+			masks[k] = maskTensor(v.Mask.Resize(w, h, data.Nearest))
+		}
+		prompts[k] = "a photo of a " + v.Category
 	}
-	mean, _ := m.VAE.Encode(pixels)
-	latent := m.VAE.Config.ScaleLatents(mean)
-	embeds := m.encodePrompt("a photo of a "+category, 0, nil)
-	ref, err := lcp.Refine(m.UNet, latent, maskT, embeds)
+	mean, _ := m.VAE.Encode(torch.Cat(pixels, 0).ToOptions(m.Options))
+	latents := m.VAE.Config.ScaleLatents(mean)
+	embeds := m.EncodePrompts(prompts, 0, nil)
+	refs, err := lcp.RefineBatch(m.UNet, latents, torch.Cat(masks, 0).ToOptions(m.Options), embeds)
 	if err != nil {
 		panic(&torch.Error{Op: "static refiner", Msg: err.Error()})
 	}
-	return ref
+	return refs
 }
 
 // encodeViews is the image encoder's penultimate hidden states of every

@@ -49,21 +49,26 @@ func (c *LCPConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
 		Batch: len(b.Captions), IPScale: 1, StaticScale: 1, GroundingBeta: 1, RegionRestrict: true,
 		LatentH: int64(h) / f, LatentW: int64(w) / f,
 	}
+	var views []pipeline.SubjectViews
+	var subjects []Subject
 	for row, u := range d.ImageDropout() {
-		subjects := b.Subjects[row]
 		if u < c.dropout {
 			continue // the null image for this row
 		}
-		for _, sub := range subjects[:min(len(subjects), gligen.MaxObjects)] {
+		mine := b.Subjects[row]
+		for _, sub := range mine[:min(len(mine), gligen.MaxObjects)] {
 			v := sub.Views
-			e := c.model.EncodeSubject(c.enc, v.Static, v.Mask, []*data.RGB{v.Dynamic}, sub.Category, w, h)
-			e.Box, e.Phrase = sub.Box, sub.Phrase
-			cond.Subjects = append(cond.Subjects, e)
+			views = append(views, pipeline.SubjectViews{Static: v.Static, Mask: v.Mask, Dynamic: []*data.RGB{v.Dynamic}, Category: sub.Category})
+			subjects = append(subjects, sub)
 			cond.RowOf = append(cond.RowOf, row)
 		}
 	}
-	if len(cond.Subjects) == 0 {
+	if len(views) == 0 {
 		return embeds, nil // the adapter stays unconditioned
+	}
+	cond.Subjects = c.model.EncodeSubjects(c.enc, views, w, h)
+	for k, sub := range subjects {
+		cond.Subjects[k].Box, cond.Subjects[k].Phrase = sub.Box, sub.Phrase
 	}
 	if cond.Batch == 1 {
 		cond.RowOf = nil // one row: the shared path generation takes

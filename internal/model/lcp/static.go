@@ -32,38 +32,57 @@ func (r *Reference) Free() {
 // white) conditioned on embeds ("a photo of a {category}"), with the
 // subject's mask [1, 1, H, W] limiting every self-attention's keys to the
 // subject. It returns the hidden states entering every attn1.
-func Refine(u *unet.UNet, latent, mask, embeds *torch.Tensor) (ref *Reference, err error) {
+func Refine(u *unet.UNet, latent, mask, embeds *torch.Tensor) (*Reference, error) {
+	refs, err := RefineBatch(u, latent, mask, embeds)
+	if err != nil {
+		return nil, err
+	}
+	return refs[0], nil
+}
+
+// RefineBatch is Refine for S subjects in one UNet pass, rather than S:
+// latents [S, C, h, w], masks [S, 1, H, W], embeds [S, 77, D]; a
+// Reference per subject, each as Refine gives it alone (up to the
+// summation order of a larger batch).
+func RefineBatch(u *unet.UNet, latents, masks, embeds *torch.Tensor) (refs []*Reference, err error) {
 	defer torch.Recover(&err)
 	blocks := u.TransformerBlocks()
 	saved := make([]unet.Processor, len(blocks))
-	ref = &Reference{Features: make([]*torch.Tensor, len(blocks)), KeyMask: make([]*torch.Tensor, len(blocks))}
-	lh, lw := latent.Size(2), latent.Size(3)
-	ref.Empty = torch.Scoped(func() *torch.Tensor { return mask.Sum() }).Item() == 0
+	refs = make([]*Reference, latents.Size(0))
+	for i := range refs {
+		refs[i] = &Reference{Features: make([]*torch.Tensor, len(blocks)), KeyMask: make([]*torch.Tensor, len(blocks))}
+		refs[i].Empty = torch.Scoped(func() *torch.Tensor { return masks.Narrow(0, int64(i), 1).Sum() }).Item() == 0
+	}
 	for i, b := range blocks {
 		saved[i] = b.Attn1.Processor
-		b.Attn1.Processor = refinerCapture{ref: ref, layer: i, mask: mask, latentH: lh, latentW: lw, unmasked: ref.Empty}
+		b.Attn1.Processor = refinerCapture{refs: refs, layer: i, masks: masks, latentH: latents.Size(2), latentW: latents.Size(3)}
 	}
 	defer func() {
 		for i, b := range blocks {
 			b.Attn1.Processor = saved[i]
 		}
+		if err != nil {
+			for _, r := range refs {
+				r.Free()
+			}
+		}
 	}()
 	torch.NoGrad(func() {
-		t := torch.Options{DType: torch.Int64, Device: latent.Device()}.Zeros()
-		u.Forward(latent, t, embeds).Free()
+		t := torch.Options{DType: torch.Int64, Device: latents.Device()}.Zeros()
+		u.Forward(latents, t, embeds).Free()
 		t.Free()
 	})
-	return ref, nil
+	return refs, nil
 }
 
-// refinerCapture is attn1's processor during the refiner pass: it keeps its
-// input and attends only to the subject's tokens.
+// refinerCapture is attn1's processor during the refiner pass: it keeps
+// each subject's input and lets it attend only to the subject's tokens
+// (everywhere for an empty mask, rather than nowhere).
 type refinerCapture struct {
-	ref              *Reference
+	refs             []*Reference
 	layer            int
-	mask             *torch.Tensor
+	masks            *torch.Tensor // [S, 1, H, W]
 	latentH, latentW int64
-	unmasked         bool // an empty mask: attend everywhere rather than nowhere
 }
 
 func (c refinerCapture) Process(a *unet.Attention, x, _ *torch.Tensor) *torch.Tensor {
@@ -71,15 +90,25 @@ func (c refinerCapture) Process(a *unet.Attention, x, _ *torch.Tensor) *torch.Te
 	if err != nil {
 		panic(&torch.Error{Op: "static refiner", Msg: err.Error()})
 	}
-	keep := torch.Persist(region.ResizeMask(c.mask, h, w)) // [N]
-	c.ref.KeyMask[c.layer] = keep
-	c.ref.Features[c.layer] = torch.Persist(x.Clone())
 	return torch.Scoped(func() *torch.Tensor {
+		attend := make([]*torch.Tensor, len(c.refs))
+		allEmpty := true
+		for i, ref := range c.refs {
+			keep := torch.Persist(region.ResizeMask(c.masks.Narrow(0, int64(i), 1), h, w)) // [N]
+			ref.KeyMask[c.layer] = keep
+			ref.Features[c.layer] = torch.Persist(x.Narrow(0, int64(i), 1).Clone())
+			attend[i] = keep
+			if ref.Empty {
+				attend[i] = torch.OptionsOf(keep).Ones(keep.Size(0))
+			} else {
+				allEmpty = false
+			}
+		}
 		q, k, v := a.QKV(x, nil)
-		if c.unmasked {
+		if allEmpty {
 			return a.Out(torch.Attention(q, k, v, nil, 0))
 		}
-		return a.Out(torch.Attention(q, k, v, keep.Reshape(1, 1, 1, -1), 0))
+		return a.Out(torch.Attention(q, k, v, torch.Stack(attend, 0).Unsqueeze(1).Unsqueeze(1), 0)) // mask [S, 1, 1, N]
 	})
 }
 
