@@ -2,12 +2,17 @@ package train
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
+	"github.com/lcpdiff/lcpdiff/internal/builtin"
+	"github.com/lcpdiff/lcpdiff/internal/data"
+	"github.com/lcpdiff/lcpdiff/internal/model/clip"
 	"github.com/lcpdiff/lcpdiff/internal/model/ipadapter"
 	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
+	"github.com/lcpdiff/lcpdiff/internal/pipeline"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
@@ -120,6 +125,87 @@ func BenchmarkSD15AdapterStep(b *testing.B) {
 			b.ReportMetric(float64(b.N)*float64(batch)/b.Elapsed().Seconds(), "samples/s")
 			peak, _ := torch.PeakRSS()
 			b.Logf("%v, batch %d, %dx%d latents: peak RSS %.0f MiB (%.0f before the first step)", device, batch, latent, latent, peak, peak0)
+		})
+	}
+}
+
+// BenchmarkToyLCPStep is one optimizer step of the built-in toy-world
+// model's stage 3 (the LCP conditioner, the adapter and the UNet
+// training) on a small toy world: eight samples a step, as one micro-batch
+// of 8 or as 8 micro-batches of 1 accumulated, which shows what batching
+// the conditioner gains (the refiner's UNet pass, the attention
+// processors' rows). LCPDIFF_BENCH_DEVICE as for BenchmarkSD15AdapterStep.
+func BenchmarkToyLCPStep(b *testing.B) {
+	opts := torch.Options{}
+	if d := os.Getenv("LCPDIFF_BENCH_DEVICE"); d != "" {
+		var err error
+		if opts.Device, err = torch.ParseDevice(d); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dir, err := builtin.ToyWorld()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := pipeline.LoadModel(dir, pipeline.LoadOptions{Options: opts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Free()
+	a, err := lcp.Load(filepath.Join(dir, builtin.AdapterFile), m.UNet, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Free()
+	vision, err := clip.LoadVisionEncoder(filepath.Join(dir, builtin.ImageEncoder), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vision.Free()
+	proc, err := clip.LoadImageProcessorConfig(filepath.Join(dir, builtin.ImageEncoder, "preprocessor_config.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	enc := pipeline.Encoders{Vision: vision, Processor: proc}
+	world := b.TempDir()
+	if _, err := data.WriteToyWorld(world, data.ToyWorldConfig{Seed: 1, Clips: 24, Images: 12, Size: 64, Frames: 4}); err != nil {
+		b.Fatal(err)
+	}
+	manifest, err := data.LoadManifest(filepath.Join(world, "train.jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, v := range []struct {
+		name         string
+		batch, accum int
+	}{{"batch8", 8, 1}, {"batch1x8", 1, 8}} {
+		b.Run(v.name, func(b *testing.B) {
+			cfg := Defaults()
+			cfg.Steps, cfg.BatchSize, cfg.GradAccum, cfg.Resolution = 1_000_000, v.batch, v.accum, 64
+			cfg.Trainable = append([]string{UNetPrefix + "*"}, AdapterTrainable...)
+			cfg.OutDir, cfg.LR = b.TempDir(), 1e-4
+			batches, err := NewManifestBatches(manifest, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer batches.Close()
+			tr, err := newTrainer(nil, cfg, m, a, batches, NewLCPConditioner(m, a, enc, cfg), Hooks{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tr.close()
+			step := func() {
+				if _, _, err := tr.optimizerStep(); err != nil {
+					b.Fatal(err)
+				}
+				tr.step++
+			}
+			step() // warm-up
+			b.ResetTimer()
+			for range b.N {
+				step()
+			}
+			b.ReportMetric(float64(b.N*cfg.SamplesPerStep())/b.Elapsed().Seconds(), "samples/s")
 		})
 	}
 }
