@@ -433,3 +433,53 @@ func TestLoadErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRowsKeepToTheirSubjects: with subjects set per row (a training
+// micro-batch), each row of a UNet call attends to its own subjects' tokens
+// alone, as a batch of one with only them would.
+func TestRowsKeepToTheirSubjects(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	u := loadUNet(t)
+	a := loadAdapter(t, u)
+	g := torch.NewGenerator(13)
+	defer g.Close()
+	tokens := []*torch.Tensor{torch.Randn(g, 1, 16, 32), torch.Randn(g, 1, 16, 32), torch.Randn(g, 1, 16, 32)}
+	sample, context := torch.Randn(g, 2, 4, 16, 16), torch.Randn(g, 2, 77, 32)
+	ts := torch.New([]int64{251}).Reshape()
+	if err := a.SetCondition(Condition{Subjects: tokens, RowOf: []int{0, 1, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var rows *torch.Tensor
+	torch.NoGrad(func() { rows = u.Forward(sample, ts, context) })
+	for r, mine := range [][]*torch.Tensor{tokens[:1], tokens[1:]} {
+		if err := a.SetCondition(Condition{Subjects: mine}); err != nil {
+			t.Fatal(err)
+		}
+		torch.NoGrad(func() {
+			alone := u.Forward(sample.Narrow(0, int64(r), 1), ts, context.Narrow(0, int64(r), 1))
+			// A batch of 2 against 1 sums in another order.
+			golden.Compare(t, fmt.Sprintf("row %d", r), rows.Narrow(0, int64(r), 1), alone, 1e-5)
+		})
+	}
+
+	if err := a.SetCondition(Condition{Subjects: tokens, RowOf: []int{0, 3, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	err := torch.Try(func() { u.Forward(sample, ts, context) })
+	if err == nil || !strings.Contains(err.Error(), "subject 1 is set for row 3 of a batch of 2") {
+		t.Errorf("a row past the batch: %v", err)
+	}
+	for _, c := range []struct {
+		cond Condition
+		want string
+	}{
+		{Condition{Subjects: tokens, RowOf: []int{0, 1}}, "rows for 2 subjects, 3 subjects"},
+		{Condition{Subjects: randomTokens(1, 1), RowOf: []int{0}}, "tokens [1, Q, C], got a batch of 2"},
+		{Condition{Subjects: tokens[:1], Uncond: tokens[1:2], RowOf: []int{0}}, "no unconditional tokens"},
+	} {
+		if err := a.SetCondition(c.cond); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %v, want %q", err, c.want)
+		}
+	}
+}
