@@ -38,7 +38,7 @@ const (
 // briefly from nothing on flat colours over-saturates and loses its
 // subjects at SD's 7.5 (chosen on a validation toy world, seed 1, apart
 // from the test clips Table III reports; internal/builtin/README.md).
-const CFGScale = 2.0
+const CFGScale = 1.5
 
 // ToyWorld is the folder of the built-in model, written on first use
 // under the user's cache folder (os.UserCacheDir, else the temporary
