@@ -47,15 +47,17 @@ resume=()
 	-m "$WORK/model" --data "$WORK/data/train.jsonl" --out "$WORK/base" "${resume[@]}"
 base=$(ls -d "$WORK"/base/checkpoints/step-* | sort | tail -n 1)
 
-# Stage 2 starts from stage 1's UNet: the checkpoint's unet.safetensors is
-# a diffusers UNet weights file, so a copy of the model folder with it in
-# place is the stage-1 model.
-if [ ! -f "$WORK/model-base/model_index.json" ]; then
-	rm -rf "$WORK/model-base.tmp"
-	cp -r "$WORK/model" "$WORK/model-base.tmp"
-	cp "$base/unet.safetensors" "$WORK/model-base.tmp/unet/diffusion_pytorch_model.safetensors"
-	mv "$WORK/model-base.tmp" "$WORK/model-base"
-fi
+# Each stage starts from the last one's UNet: a checkpoint's
+# unet.safetensors is a diffusers UNet weights file, so a copy of the model
+# folder with it in place is that stage's model.
+with_unet() { # with_unet FROM CHECKPOINT TO
+	[ -f "$3/model_index.json" ] && return
+	rm -rf "$3.tmp"
+	cp -r "$1" "$3.tmp"
+	cp "$2/unet.safetensors" "$3.tmp/unet/diffusion_pytorch_model.safetensors"
+	mv "$3.tmp" "$3"
+}
+with_unet "$WORK/model" "$base" "$WORK/model-base"
 
 step "stage 2: LCP adapter"
 resume=()
@@ -65,13 +67,7 @@ resume=()
 	--data "$WORK/data/train.jsonl" --out "$WORK/lcp" "${resume[@]}"
 lcp=$(ls -d "$WORK"/lcp/checkpoints/step-* | sort | tail -n 1)
 
-# Stage 3 starts from stage 2's UNet, as stage 2 did from stage 1's.
-if [ ! -f "$WORK/model-lcp/model_index.json" ]; then
-	rm -rf "$WORK/model-lcp.tmp"
-	cp -r "$WORK/model-base" "$WORK/model-lcp.tmp"
-	cp "$lcp/unet.safetensors" "$WORK/model-lcp.tmp/unet/diffusion_pytorch_model.safetensors"
-	mv "$WORK/model-lcp.tmp" "$WORK/model-lcp"
-fi
+with_unet "$WORK/model-base" "$lcp" "$WORK/model-lcp"
 
 step "stage 3: both further, two ranks"
 resume=()

@@ -107,7 +107,7 @@ func (m *Model) groundingTokens(g *gligen.Grounding, r GLIGEN) *torch.Tensor {
 // with guidance B' = 2B and the unconditional (first) half has every mask
 // 0, so it sees null objects only.
 func (m *Model) groundingInputs(phrases []string, boxes [][4]float64, batch int, guided bool) (b, mask, emb *torch.Tensor) {
-	return m.groundingRows(phrases, boxes, rowSubjects(len(boxes), nil, batch), guided)
+	return m.groundingRows(phrases, boxes, everyRow(len(boxes), batch), guided)
 }
 
 // groundingRows are groundingInputs for rows that hold subjects of their
@@ -144,17 +144,11 @@ func (m *Model) groundingRows(phrases []string, boxes [][4]float64, rows [][]int
 	return s.Keep(b), s.Keep(mask), s.Keep(emb)
 }
 
-// rowSubjects lists, per row of a batch, the subjects it holds: every one
-// of the n subjects in every row when rowOf is nil, else each subject in
-// its row rowOf[k].
-func rowSubjects(n int, rowOf []int, batch int) [][]int {
+// everyRow lists all n subjects for each row of a batch.
+func everyRow(n, batch int) [][]int {
 	rows := make([][]int, batch)
-	for k := range n {
-		if rowOf != nil {
-			rows[rowOf[k]] = append(rows[rowOf[k]], k)
-			continue
-		}
-		for r := range rows {
+	for r := range rows {
+		for k := range n {
 			rows[r] = append(rows[r], k)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/lcpdiff/lcpdiff/internal/model/clip"
 	"github.com/lcpdiff/lcpdiff/internal/model/gligen"
 	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
+	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
@@ -195,15 +196,10 @@ type SubjectViews struct {
 	Category string      // for the refiner's "a photo of a {category}"
 }
 
-// EncodeSubject runs the frozen encoders on one subject: the static detail
-// refiner on its static view and mask at the generation's size, and the
-// image encoder on its dynamic views.
-func (m *Model) EncodeSubject(enc Encoders, v SubjectViews, w, h int) EncodedSubject {
-	return m.EncodeSubjects(enc, []SubjectViews{v}, w, h)[0]
-}
-
-// EncodeSubjects is EncodeSubject for several subjects, the refiner's VAE,
-// text and UNet passes each run once for all of them.
+// EncodeSubjects runs the frozen encoders on subjects: the static detail
+// refiner on each static view and mask at the generation's size (its VAE,
+// text and UNet passes once for all of them), and the image encoder on
+// each subject's dynamic views.
 func (m *Model) EncodeSubjects(enc Encoders, subjects []SubjectViews, w, h int) []EncodedSubject {
 	out := make([]EncodedSubject, len(subjects))
 	torch.NoGrad(func() {
@@ -226,7 +222,8 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 	// On failure the references go too: freeing twice, here and in
 	// ResetAdapter, is harmless.
 	defer func() { c.free(err != nil) }()
-	if err := c.checkRows(); err != nil {
+	slots, err := c.rows()
+	if err != nil {
 		return err
 	}
 	s := torch.NewScope()
@@ -264,7 +261,6 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 		return err
 	}
 
-	slots := rowSubjects(n, c.RowOf, c.Batch)
 	b, mask, emb := m.groundingRows(phrases, boxes, slots, c.Guided)
 	st := m.Options.Zeros(b.Size(0), gligen.MaxObjects, a.Meta.StaticDim)
 	if len(statics) > 0 {
@@ -278,27 +274,28 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 	return nil
 }
 
-// checkRows validates RowOf.
-func (c AdapterCondition) checkRows() error {
+// rows lists each conditional row's subjects: every subject in every
+// row, or each in the row RowOf gives it (validated).
+func (c AdapterCondition) rows() ([][]int, error) {
 	if c.RowOf == nil {
-		return nil
+		return everyRow(len(c.Subjects), c.Batch), nil
 	}
 	if len(c.RowOf) != len(c.Subjects) {
-		return fmt.Errorf("adapter condition: rows for %d subjects, %d subjects", len(c.RowOf), len(c.Subjects))
+		return nil, fmt.Errorf("adapter condition: rows for %d subjects, %d subjects", len(c.RowOf), len(c.Subjects))
 	}
 	if c.Guided {
-		return fmt.Errorf("adapter condition: subjects set per row do not take classifier-free guidance")
+		return nil, fmt.Errorf("adapter condition: subjects set per row do not take classifier-free guidance")
 	}
-	count := make([]int, c.Batch)
-	for k, r := range c.RowOf {
-		if r < 0 || r >= c.Batch {
-			return fmt.Errorf("adapter condition: subject %d is set for row %d of a batch of %d", k+1, r, c.Batch)
-		}
-		if count[r]++; count[r] > gligen.MaxObjects {
-			return fmt.Errorf("adapter condition: row %d has more than %d subjects", r, gligen.MaxObjects)
+	rows, err := unet.RowSubjects(c.RowOf, c.Batch)
+	if err != nil {
+		return nil, fmt.Errorf("adapter condition: %w", err)
+	}
+	for r, subjects := range rows {
+		if len(subjects) > gligen.MaxObjects {
+			return nil, fmt.Errorf("adapter condition: row %d has %d subjects, the grounding takes at most %d", r, len(subjects), gligen.MaxObjects)
 		}
 	}
-	return nil
+	return rows, nil
 }
 
 // ResetAdapter clears every per-run state of a.

@@ -156,7 +156,7 @@ func TestConditionAdapterPerRow(t *testing.T) {
 	boxes := [][4]float64{subjects[0].Box, subjects[1].Box, {0.2, 0.2, 0.7, 0.9}}
 	encode := func(k int) EncodedSubject {
 		s := subjects[k%2]
-		e := m.EncodeSubject(enc, SubjectViews{Static: whiten(s.References[0], maskOf(s, 0)), Mask: maskOf(s, 0), Dynamic: s.References, Category: s.Category}, side, side)
+		e := m.EncodeSubjects(enc, []SubjectViews{{Static: whiten(s.References[0], maskOf(s, 0)), Mask: maskOf(s, 0), Dynamic: s.References, Category: s.Category}}, side, side)[0]
 		e.Box, e.Phrase = boxes[k], s.Words
 		return e
 	}

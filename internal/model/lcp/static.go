@@ -217,7 +217,7 @@ func (s *StaticLayer) Process(a *unet.Attention, x, context *torch.Tensor) *torc
 }
 
 // attend is the sum over subjects of the cross-attention of queries q
-// [B, heads, N, d] to each subject's features [B or 1, M, C], each
+// [B, heads, N, d] to each subject's features [1, M, C], each
 // restricted to its box when the state says so: [B, N, C], or nil when
 // every subject is empty.
 func (s *StaticLayer) attend(a *unet.Attention, q *torch.Tensor, subjects []*Reference, boxes [][4]float64, h, w int64) *torch.Tensor {
