@@ -100,6 +100,7 @@ var trainVAEFlags = []flagSpec{
 	{"warmup", "", vaeDefaults.WarmupSteps, "warm-up steps"},
 	{"kl-weight", "", vaeDefaults.KLWeight, "weight of the KL term against the reconstruction error, both summed per image (LDM's 1e-6)"},
 	{"subject-weight", "", vaeDefaults.SubjectWeight, "extra weight of the squared error inside the subjects' masks (0: plain MSE)"},
+	{"decoder-only", "", vaeDefaults.DecoderOnly, "train the decoder alone on the frozen encoder's latents (as SD's ft-MSE VAE): the latent space, the scaling factor and any UNet trained on them stay valid"},
 	{"resolution", "", 0, "image side in pixels (0: the first image's)"},
 	{"seed", "s", 0, "seed of the batches, flips and posterior samples"},
 	{"quiet", "q", false, "no progress bar"},
@@ -116,7 +117,8 @@ times the KL divergence (LDM's recipe without its perceptual and adversarial
 terms); AdamW with a linear warm-up and a cosine decay to a tenth of --lr,
 gradients clipped to norm 1, half the images mirrored. Then 1 / std of the
 encoder's latent means over 256 training images becomes the scaling factor,
-as SD's 0.18215 was chosen. The defaults are the toy world's recipe (about
+as SD's 0.18215 was chosen. With --decoder-only the encoder, and so the
+latents and their scaling factor, stay as they are. The defaults are the toy world's recipe (about
 13 minutes on one thread of a 2-core machine).
 
 vae/diffusion_pytorch_model.safetensors and vae/config.json's scaling_factor
@@ -155,7 +157,7 @@ func trainVAE(cmd *cobra.Command, v *viper.Viper) error {
 	cfg := train.DefaultVAEConfig()
 	cfg.Steps, cfg.BatchSize, cfg.LR = v.GetInt("steps"), v.GetInt("batch-size"), v.GetFloat64("lr")
 	cfg.WarmupSteps, cfg.KLWeight, cfg.Seed = v.GetInt("warmup"), v.GetFloat64("kl-weight"), uint64(seed)
-	cfg.SubjectWeight = v.GetFloat64("subject-weight")
+	cfg.SubjectWeight, cfg.DecoderOnly = v.GetFloat64("subject-weight"), v.GetBool("decoder-only")
 	cfg.WarmupSteps = min(cfg.WarmupSteps, cfg.Steps)
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lcpdiff/lcpdiff/internal/atomicfile"
@@ -53,6 +54,12 @@ type VAEConfig struct {
 	SubjectWeight float64
 	// ClipGradNorm caps the gradients' global norm (0: no cap).
 	ClipGradNorm float64
+	// DecoderOnly trains the decoder (decoder.*, post_quant_conv.*) alone
+	// on the frozen encoder's latents, as SD's ft-MSE VAE was made: the
+	// latent space stays as it was, and with it the scaling factor and any
+	// UNet trained on it, so a better decoder needs no retraining
+	// downstream.
+	DecoderOnly bool
 	// Flip mirrors half of the training images left to right.
 	Flip bool
 	// Seed seeds the batches, the flips and the posterior samples.
@@ -272,7 +279,16 @@ func TrainVAE(ctx context.Context, modelDir string, imgs *VAEImages, cfg VAEConf
 	for _, p := range m.params {
 		count += p.Numel()
 	}
-	logf("training the VAE of %s: %d parameters on %d images, %d steps of %d", modelDir, count, len(imgs.Images), cfg.Steps, cfg.BatchSize)
+	part := "VAE"
+	if cfg.DecoderOnly {
+		part = "VAE's decoder"
+		m.freezeEncoder()
+		count = 0
+		for _, p := range m.params {
+			count += p.Numel()
+		}
+	}
+	logf("training the %s of %s: %d parameters on %d images, %d steps of %d", part, modelDir, count, len(imgs.Images), cfg.Steps, cfg.BatchSize)
 
 	var stopped error
 	defer torch.Recover(&err)
@@ -280,7 +296,12 @@ func TrainVAE(ctx context.Context, modelDir string, imgs *VAEImages, cfg VAEConf
 	if err != nil {
 		return res, err
 	}
-	torch.NoGrad(func() { res.ScalingFactor, res.LatentMean = m.scalingFactor(imgs, cfg) })
+	if cfg.DecoderOnly {
+		// The encoder did not change, nor did its latents' spread.
+		res.ScalingFactor = m.model.Config.ScalingFactor
+	} else {
+		torch.NoGrad(func() { res.ScalingFactor, res.LatentMean = m.scalingFactor(imgs, cfg) })
+	}
 	if math.IsNaN(res.ScalingFactor) || math.IsInf(res.ScalingFactor, 0) || res.ScalingFactor <= 0 {
 		return res, fmt.Errorf("train-vae: the latents' scaling factor is %g: the VAE did not train", res.ScalingFactor)
 	}
@@ -360,6 +381,18 @@ func openVAE(modelDir string) (*trainableVAE, error) {
 }
 
 func (m *trainableVAE) free() { nn.Free(m.all) }
+
+// freezeEncoder leaves the decoder's parameters (decoder.*,
+// post_quant_conv.*) as the ones to train.
+func (m *trainableVAE) freezeEncoder() {
+	m.keys = slices.DeleteFunc(m.keys, func(k string) bool {
+		return !strings.HasPrefix(k, "decoder.") && !strings.HasPrefix(k, "post_quant_conv.")
+	})
+	m.params = m.params[:0]
+	for _, k := range m.keys {
+		m.params = append(m.params, m.named[k])
+	}
+}
 
 // train runs the steps. It returns the cause when ctx stopped it early,
 // as stopped, beside the result so far.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/pipeline"
+	"github.com/lcpdiff/lcpdiff/internal/safetensors"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"github.com/lcpdiff/lcpdiff/internal/toymodel"
 )
@@ -152,6 +153,66 @@ func TestTrainVAEStopsAndSavesOnCancel(t *testing.T) {
 	if _, err := pipeline.LoadModel(model, pipeline.LoadOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Decoder-only training (as SD's ft-MSE VAE) must leave the encoder, and
+// so the latent space and its scaling factor, exactly as they were: a UNet
+// trained on those latents stays valid.
+func TestTrainVAEDecoderOnlyKeepsTheLatents(t *testing.T) {
+	model := smallToyModel(t)
+	imgs, _ := toyImages(t)
+	weights := filepath.Join(model, "vae", "diffusion_pytorch_model.safetensors")
+	before := tensorBytes(t, weights)
+	cfgBefore, _ := os.ReadFile(filepath.Join(model, "vae", "config.json"))
+	cfg := DefaultVAEConfig()
+	cfg.Steps, cfg.BatchSize, cfg.WarmupSteps, cfg.DecoderOnly = 3, 2, 1, true
+	res, err := TrainVAE(context.Background(), model, imgs, cfg, VAEHooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := tensorBytes(t, weights)
+	var changed, decoder int
+	for name, b := range before {
+		isDecoder := strings.HasPrefix(name, "decoder.") || strings.HasPrefix(name, "post_quant_conv.")
+		same := string(after[name]) == string(b)
+		switch {
+		case !isDecoder && !same:
+			t.Errorf("encoder tensor %s changed", name)
+		case isDecoder:
+			decoder++
+			if !same {
+				changed++
+			}
+		}
+	}
+	if decoder == 0 || changed < decoder/2 {
+		t.Errorf("%d of %d decoder tensors changed", changed, decoder)
+	}
+	var c0, c1 map[string]any
+	cfgAfter, _ := os.ReadFile(filepath.Join(model, "vae", "config.json"))
+	json.Unmarshal(cfgBefore, &c0)
+	json.Unmarshal(cfgAfter, &c1)
+	if c0["scaling_factor"] != c1["scaling_factor"] || res.ScalingFactor != c0["scaling_factor"] {
+		t.Errorf("scaling factor %v before, %v after, result %v", c0["scaling_factor"], c1["scaling_factor"], res.ScalingFactor)
+	}
+}
+
+// tensorBytes reads every tensor of a safetensors file as its raw bytes.
+func tensorBytes(t *testing.T, path string) map[string][]byte {
+	t.Helper()
+	h, err := safetensors.ReadFileHeader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, tensor := range h.Tensors {
+		out[tensor.Name] = raw[tensor.Begin:tensor.End]
+	}
+	return out
 }
 
 func TestTrainVAERefusesBadFolders(t *testing.T) {
