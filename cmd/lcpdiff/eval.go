@@ -37,6 +37,7 @@ var evalOwnFlags = []flagSpec{
 	{"dino-heads", "", 0, "attention heads of the DINO ViT (0: width / 64, right for the published ones)"},
 	{"detector", "", "", "TorchScript detector (spec/detector.md, with FILE.json beside it) for AP, AP50, AP75"},
 	{"class-map", "", "", "JSON file {subject or class: [detector classes]} overriding the built-in class map"},
+	{"vae-round-trip", "", false, "score the benchmark's own target images (toyworld) through the model's VAE instead of generating: the ceiling of any generator decoding with it"},
 	{"compare", "", false, "print the runs in the folders given as arguments as one Markdown table, and exit"},
 }
 
@@ -219,7 +220,7 @@ func loadMetricModels(v *viper.Viper, device torch.Device) (m eval.Models, overr
 // --method aside (the method is checked on its own), --class-map and
 // --threads are free: they change no record.
 var evalSettingKeys = []string{
-	"bench", "data", "images-per-prompt", "seed", "views", "clip", "dino", "dino-heads", "detector",
+	"bench", "data", "images-per-prompt", "seed", "views", "clip", "dino", "dino-heads", "detector", "vae-round-trip",
 	"model", "negative-prompt", "steps", "cfg-scale", "guidance-rescale", "eta", "width", "height", "device", "dtype",
 	"clip-skip", "tokenizer", "adapter", "ip-adapter", "image-encoder", "gligen",
 	"ip-scale", "static-scale", "grounding-tau", "guidance-eta", "guidance-steps", "no-guidance", "region-restrict",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"path/filepath"
 
 	"github.com/spf13/viper"
 
@@ -26,6 +27,7 @@ type evalGenerator struct {
 	weights              weightSpec
 	hasWeights           bool
 	req                  pipeline.LCP // the flags' request; prompt, seed and subjects per item
+	roundTrip            bool         // --vae-round-trip: each item's target through the VAE
 	log                  io.Writer
 
 	m      *pipeline.Model
@@ -49,7 +51,7 @@ func newEvalGenerator(v *viper.Viper, stderr io.Writer) (*evalGenerator, error) 
 	}
 	req.Batch = 1
 	g := &evalGenerator{
-		modelPath: v.GetString("model"), tokenizer: v.GetString("tokenizer"), req: req, log: stderr,
+		modelPath: v.GetString("model"), tokenizer: v.GetString("tokenizer"), req: req, log: stderr, roundTrip: v.GetBool("vae-round-trip"),
 		photos: map[string]*data.RGB{}, masks: map[string]*data.Gray{},
 	}
 	if g.modelPath == "" {
@@ -76,6 +78,9 @@ func newEvalGenerator(v *viper.Viper, stderr io.Writer) (*evalGenerator, error) 
 
 // method is the run's default label.
 func (g *evalGenerator) method() string {
+	if g.roundTrip {
+		return "targets through the VAE"
+	}
 	if !g.hasWeights {
 		return "base"
 	}
@@ -86,6 +91,9 @@ func (g *evalGenerator) method() string {
 func (g *evalGenerator) Generate(item *eval.Item) (*image.RGBA, string, error) {
 	if err := g.load(); err != nil {
 		return nil, "", err
+	}
+	if g.roundTrip {
+		return g.reconstruct(item)
 	}
 	req := g.req
 	req.Prompt, req.Seed = item.Prompt, item.Seed
@@ -117,6 +125,27 @@ func (g *evalGenerator) Generate(item *eval.Item) (*image.RGBA, string, error) {
 		return nil, "", err
 	}
 	return imgs[0], params.String(), nil
+}
+
+// reconstruct is item's target image through the model's VAE.
+func (g *evalGenerator) reconstruct(item *eval.Item) (*image.RGBA, string, error) {
+	if item.Target == "" {
+		return nil, "", errors.New("--vae-round-trip: the benchmark has no target images (toyworld has)")
+	}
+	img, err := data.ReadImage(item.Target)
+	if err != nil {
+		return nil, "", err
+	}
+	x, err := g.m.RoundTrip(img)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", item.Target, err)
+	}
+	defer x.Free()
+	imgs, err := pipeline.Images(x)
+	if err != nil {
+		return nil, "", err
+	}
+	return imgs[0], fmt.Sprintf("%s through the VAE\nModel: %s", filepath.Base(item.Target), g.m.Name), nil
 }
 
 // load reads the model and the weights, once.

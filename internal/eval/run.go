@@ -34,6 +34,10 @@ type Item struct {
 	Prompt   string
 	Seed     uint64
 	Subjects []ItemSubject
+	// Target is the real image the prompt and boxes were read from, when
+	// the benchmark has one (the toy world's test frame): what a perfect
+	// generator would make.
+	Target string
 }
 
 // ItemSubject is one subject of an item.

@@ -92,6 +92,7 @@ func openToyWorld(o BenchOptions) (Bench, error) {
 				Prompt:   rec.Caption,
 				Seed:     o.BaseSeed + uint64(k),
 				Subjects: subjects,
+				Target:   rec.Frames[0],
 			})
 		}
 	}
