@@ -242,11 +242,14 @@ type VAEResult struct {
 
 // The files TrainVAE writes beside the model's parts.
 const (
-	VAELogFile    = "vae_train.csv"
-	VAEPlotFile   = "vae_loss.png"
-	vaeDir        = "vae"
-	vaeWeights    = "diffusion_pytorch_model"
-	vaeConfigFile = "config.json"
+	VAELogFile  = "vae_train.csv"
+	VAEPlotFile = "vae_loss.png"
+	// A decoder-only run logs beside the whole VAE's run, not over it.
+	VAEDecoderLogFile  = "vae_decoder_train.csv"
+	VAEDecoderPlotFile = "vae_decoder_loss.png"
+	vaeDir             = "vae"
+	vaeWeights         = "diffusion_pytorch_model"
+	vaeConfigFile      = "config.json"
 )
 
 // TrainVAE trains the VAE of the diffusers folder modelDir on imgs and
@@ -462,7 +465,7 @@ func (m *trainableVAE) train(ctx context.Context, imgs *VAEImages, cfg VAEConfig
 	if len(rows) > 0 {
 		res.FirstLoss = rows[0].Loss
 	}
-	if err := m.writeLog(rows); err != nil {
+	if err := m.writeLog(rows, cfg.DecoderOnly); err != nil {
 		return res, nil, err
 	}
 	return res, stopped, nil
@@ -596,9 +599,13 @@ func (m *trainableVAE) save(scalingFactor float64) error {
 }
 
 // writeLog writes the loss log and its plot into the model folder.
-func (m *trainableVAE) writeLog(rows []LogRow) error {
+func (m *trainableVAE) writeLog(rows []LogRow, decoderOnly bool) error {
 	if len(rows) == 0 {
 		return nil
+	}
+	logFile, plotFile := VAELogFile, VAEPlotFile
+	if decoderOnly {
+		logFile, plotFile = VAEDecoderLogFile, VAEDecoderPlotFile
 	}
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
@@ -607,10 +614,10 @@ func (m *trainableVAE) writeLog(rows []LogRow) error {
 		w.Write(r.record())
 	}
 	w.Flush()
-	if err := atomicfile.WriteFile(filepath.Join(m.dir, VAELogFile), b.Bytes()); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(m.dir, logFile), b.Bytes()); err != nil {
 		return fmt.Errorf("train-vae: log: %w", err)
 	}
-	if err := writePlot(filepath.Join(m.dir, VAEPlotFile), rows); err != nil {
+	if err := writePlot(filepath.Join(m.dir, plotFile), rows); err != nil {
 		return fmt.Errorf("train-vae: plot: %w", err)
 	}
 	return nil

@@ -195,6 +195,15 @@ func TestTrainVAEDecoderOnlyKeepsTheLatents(t *testing.T) {
 	if c0["scaling_factor"] != c1["scaling_factor"] || res.ScalingFactor != c0["scaling_factor"] {
 		t.Errorf("scaling factor %v before, %v after, result %v", c0["scaling_factor"], c1["scaling_factor"], res.ScalingFactor)
 	}
+	// Its log goes beside the whole VAE's, which it must not replace.
+	for _, name := range []string{VAEDecoderLogFile, VAEDecoderPlotFile} {
+		if _, err := os.Stat(filepath.Join(model, name)); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(model, VAELogFile)); err == nil {
+		t.Errorf("a decoder-only run wrote %s", VAELogFile)
+	}
 }
 
 // tensorBytes reads every tensor of a safetensors file as its raw bytes.
