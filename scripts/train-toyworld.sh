@@ -8,12 +8,14 @@
 # run, stopped (Ctrl-C checkpoints) and resumed on its own:
 #   1. the toy world: 800 training clips and 400 images of 64x64 (seed 0);
 #   2. a freshly initialised model folder (configs/toyworld-model.yaml, seed 0);
-#   3. its VAE, trained on the training frames;
+#   3. its VAE, trained on the training frames, then its decoder alone
+#      further (the latents, and so everything after, do not change);
 #   4. the base UNet from scratch with its grounding (configs/toyworld-base.yaml);
 #   5. the LCP adapter, and the UNet further, with the paper's conditioner
 #      (configs/toyworld-lcp.yaml);
 #   6. both further, in batches of 8, as a two-process data-parallel job on
-#      127.0.0.1 (configs/toyworld-polish.yaml);
+#      127.0.0.1 (configs/toyworld-polish.yaml), then once more with a
+#      fresh cosine (configs/toyworld-polish2.yaml);
 #   7. the result, in half precision, into internal/builtin/toyworld.
 # One libtorch thread a process: on two cores the tiny networks gain almost
 # nothing from a second (measured: 0.78 vs 0.86 steps/s in stage 4); stage
@@ -38,6 +40,10 @@ if [ ! -f "$WORK/model/model_index.json" ]; then
 	"$BIN" --threads "$THREADS" model train-vae -m "$WORK/model" \
 		--data "$WORK/data/train.jsonl" --eval "$WORK/data/test.jsonl" \
 		--steps 1400 --batch-size 8 --lr 2e-3 --warmup 50 --seed 0
+	step "VAE decoder"
+	"$BIN" --threads "$THREADS" model train-vae -m "$WORK/model" --decoder-only \
+		--data "$WORK/data/train.jsonl" --eval "$WORK/data/test.jsonl" \
+		--steps 3000 --batch-size 8 --lr 1e-3 --warmup 50 --subject-weight 20 --seed 1
 fi
 
 step "stage 1: base UNet and grounding"
@@ -69,19 +75,27 @@ lcp=$(ls -d "$WORK"/lcp/checkpoints/step-* | sort | tail -n 1)
 
 with_unet "$WORK/model-base" "$lcp" "$WORK/model-lcp"
 
+two_ranks() { # two_ranks CONFIG MODEL ADAPTER OUT: a data-parallel stage on 127.0.0.1
+	local resume=() pids=()
+	[ -d "$4/checkpoints" ] && resume=(--resume latest)
+	for rank in 0 1; do
+		RANK=$rank LOCAL_RANK=$rank WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=${MASTER_PORT:-29511} \
+			"$BIN" --threads "$THREADS" --config "$1" train -m "$2" --adapter "$3" \
+			--data "$WORK/data/train.jsonl" --out "$4" "${resume[@]}" &
+		pids+=($!)
+	done
+	for pid in "${pids[@]}"; do wait "$pid"; done
+}
+
 step "stage 3: both further, two ranks"
-resume=()
-[ -d "$WORK/polish/checkpoints" ] && resume=(--resume latest)
-pids=()
-for rank in 0 1; do
-	RANK=$rank LOCAL_RANK=$rank WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=${MASTER_PORT:-29511} \
-		"$BIN" --threads "$THREADS" --config configs/toyworld-polish.yaml train \
-		-m "$WORK/model-lcp" --adapter "$lcp/adapter.safetensors" \
-		--data "$WORK/data/train.jsonl" --out "$WORK/polish" "${resume[@]}" &
-	pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid"; done
-final=$(ls -d "$WORK"/polish/checkpoints/step-* | sort | tail -n 1)
+two_ranks configs/toyworld-polish.yaml "$WORK/model-lcp" "$lcp/adapter.safetensors" "$WORK/polish"
+polish=$(ls -d "$WORK"/polish/checkpoints/step-* | sort | tail -n 1)
+
+with_unet "$WORK/model-lcp" "$polish" "$WORK/model-polish"
+
+step "stage 4: once more, a fresh cosine"
+two_ranks configs/toyworld-polish2.yaml "$WORK/model-polish" "$polish/adapter.safetensors" "$WORK/polish2"
+final=$(ls -d "$WORK"/polish2/checkpoints/step-* | sort | tail -n 1)
 
 step "built-in model"
-"$BIN" model export -m "$WORK/model-lcp" --checkpoint "$final" --dtype fp16 --out internal/builtin/toyworld
+"$BIN" model export -m "$WORK/model-polish" --checkpoint "$final" --dtype fp16 --out internal/builtin/toyworld
