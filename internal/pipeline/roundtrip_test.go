@@ -12,8 +12,8 @@ import (
 )
 
 // The built-in model's trained VAE gives a toy-world frame back close to
-// itself (about 26 dB PSNR on the test frames), at its own size; a size
-// the latents cannot tile is refused.
+// itself (this one at 29.9 dB PSNR; 26.0 before the decoder was tuned), at
+// its own size; a size the latents cannot tile is refused.
 func TestRoundTripReconstructs(t *testing.T) {
 	dir, err := builtin.ToyWorld()
 	if err != nil {
@@ -52,7 +52,7 @@ func TestRoundTripReconstructs(t *testing.T) {
 	}
 	psnr := 10 * math.Log10(255*255/(se/float64(len(px))))
 	t.Logf("PSNR %.2f dB", psnr)
-	if psnr < 20 {
+	if psnr < 24 {
 		t.Errorf("round trip PSNR %.2f dB", psnr)
 	}
 	if _, err := m.RoundTrip(data.NewRGB(62, 64)); err == nil || !strings.Contains(err.Error(), "62x64") {
