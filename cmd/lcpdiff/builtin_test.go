@@ -42,7 +42,7 @@ func TestGenerateWithTheBuiltinModel(t *testing.T) {
 	// Where the boxes say: each box holds the centre of a subject the toy
 	// world's detector finds, with at least one of its requested colours.
 	// (The built-in model is small and briefly trained: it reproduces a
-	// whole identity, palette included, for about 40% of subjects and
+	// whole identity, palette included, for about half of the subjects and
 	// fewer of the held-out ones such as this circle, so palettes are not
 	// asserted; the README's Table III gives the measured rates.)
 	requested := []struct {
