@@ -119,6 +119,9 @@ func runEval(ctx context.Context, v *viper.Viper, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if items := bench.Items(); v.GetBool("vae-round-trip") && len(items) > 0 && items[0].Target == "" {
+		return fmt.Errorf("--vae-round-trip: bench %s has no target images (toyworld has)", bench.Name())
+	}
 	gen, err := newEvalGenerator(v, stderr)
 	if err != nil {
 		return err

@@ -122,6 +122,7 @@ func TestEvalBadInvocations(t *testing.T) {
 		{[]string{"--ip-adapter", filepath.Join(dir, "x"), "--adapter", filepath.Join(dir, "y")}, "not both"},
 		{[]string{"--class-map", filepath.Join(dir, "map.json"), "--detector", ""}, "give --detector too"},
 		{[]string{"extra-argument"}, "--compare"},
+		{[]string{"--vae-round-trip"}, "bench dreambench has no target images"},
 	} {
 		_, err := run(t, append(evalArgs(t, out), c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
