@@ -278,18 +278,14 @@ func TrainVAE(ctx context.Context, modelDir string, imgs *VAEImages, cfg VAEConf
 			hooks.Logf(format, args...)
 		}
 	}
-	var count int64
-	for _, p := range m.params {
-		count += p.Numel()
-	}
 	part := "VAE"
 	if cfg.DecoderOnly {
 		part = "VAE's decoder"
 		m.freezeEncoder()
-		count = 0
-		for _, p := range m.params {
-			count += p.Numel()
-		}
+	}
+	var count int64
+	for _, p := range m.params {
+		count += p.Numel()
 	}
 	logf("training the %s of %s: %d parameters on %d images, %d steps of %d", part, modelDir, count, len(imgs.Images), cfg.Steps, cfg.BatchSize)
 
