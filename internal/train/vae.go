@@ -650,10 +650,7 @@ func EvaluateVAE(modelDir string, imgs *VAEImages, sheetPath string, sheet int) 
 		chunk := imgs.Images[i:min(i+16, len(imgs.Images))]
 		var out *torch.Tensor
 		torch.NoGrad(func() {
-			out = torch.Scoped(func() *torch.Tensor {
-				mean, _ := m.Encode(imageTensor(chunk...))
-				return m.Decode(mean).AddScalar(1).DivScalar(2)
-			})
+			out = torch.Scoped(func() *torch.Tensor { return m.Reconstruct(imageTensor(chunk...)) })
 		})
 		rgba, err := pipeline.Images(out)
 		out.Free()

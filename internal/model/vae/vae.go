@@ -164,6 +164,16 @@ func (m *AutoencoderKL) Decode(z *torch.Tensor) *torch.Tensor {
 	})
 }
 
+// Reconstruct is an image x [B, 3, H, W] in [-1, 1] through the
+// autoencoder and back: its posterior mean (what a UNet learns to
+// produce), decoded and brought to [0, 1] as diffusers' postprocess does.
+func (m *AutoencoderKL) Reconstruct(x *torch.Tensor) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		mean, _ := m.Encode(x)
+		return m.Decode(mean).DivScalar(2).AddScalar(0.5).Clamp(0, 1)
+	})
+}
+
 // Std is the posterior's standard deviation exp(logvar / 2).
 func Std(logvar *torch.Tensor) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor { return logvar.MulScalar(0.5).Exp() })
