@@ -119,8 +119,8 @@ gradients clipped to norm 1, half the images mirrored. Then 1 / std of the
 encoder's latent means over 256 training images becomes the scaling factor,
 as SD's 0.18215 was chosen. With --decoder-only the encoder, and so the
 latents and their scaling factor, stay as they are (its log is
-vae_decoder_train.csv and vae_decoder_loss.png). The defaults are the toy world's recipe (about
-13 minutes on one thread of a 2-core machine).
+vae_decoder_train.csv and vae_decoder_loss.png). The defaults are the toy
+world's recipe (about 13 minutes on one thread of a 2-core machine).
 
 vae/diffusion_pytorch_model.safetensors and vae/config.json's scaling_factor
 are replaced atomically; vae_train.csv and vae_loss.png go beside them, and
