@@ -3,6 +3,7 @@ package pipeline
 import (
 	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/guidance"
@@ -137,7 +138,7 @@ func (m *Model) conditionAdapter(r LCP, a *lcp.Adapter, enc Encoders) (err error
 			c.Subjects[k].Box, c.Subjects[k].Phrase = sub.Box, cmp.Or(sub.Phrase, sub.Words)
 		}
 		if c.Guided {
-			c.Uncond = torch.Persist(zeroImageHidden(enc))
+			c.Uncond = torch.Persist(ZeroImageHidden(enc))
 		}
 	})
 	return m.ConditionAdapter(a, c)
@@ -149,6 +150,20 @@ type EncodedSubject struct {
 	Hidden    *torch.Tensor  // the image encoder's penultimate states of its views [V, S, E]
 	Box       [4]float64     // normalised x0, y0, x1, y1
 	Phrase    string         // the grounding phrase
+	// Dropped marks a subject of a training sample whose subject
+	// conditioning is dropped (classifier-free guidance's condition
+	// dropout): it gets image tokens from Hidden, the zero image's states,
+	// in its box, and no static or grounding term; it has no Reference.
+	// That row then sees what guidance's unconditional rows see at
+	// generation, as IP-Adapter trains its dropped samples.
+	Dropped bool
+}
+
+// DroppedSubject is a subject with box of a training sample whose
+// subject conditioning is dropped; zero is the zero image's states
+// (ZeroImageHidden), one per view [V, S, E], which it copies.
+func DroppedSubject(zero *torch.Tensor, box [4]float64) EncodedSubject {
+	return EncodedSubject{Hidden: torch.Persist(zero.Clone()), Box: box, Dropped: true}
 }
 
 // AdapterCondition is everything an LCP adapter is conditioned on for a
@@ -164,9 +179,10 @@ type AdapterCondition struct {
 	// RowOf, when set, gives each subject the one row it conditions: a
 	// training micro-batch of several samples, each with subjects of its
 	// own (at most gligen.MaxObjects a row; not Guided). A row with no
-	// subject sees the null grounding tokens, as guidance's unconditional
-	// rows do, and no image or static term. Nil: every subject conditions
-	// every row.
+	// subject, or only Dropped ones, sees the null grounding tokens, as
+	// guidance's unconditional rows do, and no static term; its image
+	// term is its Dropped subjects' (none without). Nil: every subject
+	// conditions every row.
 	RowOf            []int
 	Guided           bool
 	IPScale          float64 // lambda
@@ -174,6 +190,25 @@ type AdapterCondition struct {
 	GroundingBeta    float64 // the gated fusers' beta for the first step
 	RegionRestrict   bool
 	LatentH, LatentW int64
+}
+
+// conditioned is c with its dropped subjects left out.
+func (c AdapterCondition) conditioned() AdapterCondition {
+	kept := c
+	kept.Subjects = nil
+	if c.RowOf != nil {
+		kept.RowOf = []int{}
+	}
+	for k, e := range c.Subjects {
+		if e.Dropped {
+			continue
+		}
+		kept.Subjects = append(kept.Subjects, e)
+		if c.RowOf != nil {
+			kept.RowOf = append(kept.RowOf, c.RowOf[k])
+		}
+	}
+	return kept
 }
 
 // free releases the encodings: the hidden states always (the adapter
@@ -222,21 +257,31 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 	// On failure the references go too: freeing twice, here and in
 	// ResetAdapter, is harmless.
 	defer func() { c.free(err != nil) }()
-	slots, err := c.rows()
+	if _, err := c.rows(); err != nil {
+		return err
+	}
+	// Static and grounding attention see the subjects not dropped; the
+	// image tokens are every subject's.
+	kept := c.conditioned()
+	slots, err := kept.rows()
 	if err != nil {
 		return err
 	}
 	s := torch.NewScope()
 	defer s.Close()
-	n := len(c.Subjects)
+	n := len(kept.Subjects)
 	boxes := make([][4]float64, n)
 	phrases := make([]string, n)
 	refs := make([]*lcp.Reference, n)
-	hidden := make([]*torch.Tensor, n)
 	var statics []*torch.Tensor
-	for k, e := range c.Subjects {
-		boxes[k], phrases[k], refs[k], hidden[k] = e.Box, e.Phrase, e.Reference, e.Hidden
+	for k, e := range kept.Subjects {
+		boxes[k], phrases[k], refs[k] = e.Box, e.Phrase, e.Reference
 		statics = append(statics, a.Projection.Forward(e.Reference))
+	}
+	hidden := make([]*torch.Tensor, len(c.Subjects))
+	ipBoxes := make([][4]float64, len(c.Subjects))
+	for k, e := range c.Subjects {
+		hidden[k], ipBoxes[k] = e.Hidden, e.Box
 	}
 
 	rows := int64(c.Batch)
@@ -248,13 +293,12 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 		weights = append(weights, 1)
 	}
 	*a.State = lcp.StaticState{
-		Alpha: c.StaticScale, Subjects: refs, Boxes: boxes, Restrict: c.RegionRestrict, RowOf: c.RowOf,
+		Alpha: c.StaticScale, Subjects: refs, Boxes: boxes, Restrict: c.RegionRestrict, RowOf: kept.RowOf,
 		Rows: torch.Persist(torch.New(weights)), LatentH: c.LatentH, LatentW: c.LatentW,
 	}
 
-	var ipBoxes [][4]float64
-	if c.RegionRestrict {
-		ipBoxes = boxes
+	if !c.RegionRestrict {
+		ipBoxes = nil
 	}
 	a.IP.Scale = c.IPScale
 	if err := m.setImageTokens(a.IP, hidden, c.Uncond, ipBoxes, c.RowOf, c.Batch, c.LatentH, c.LatentW); err != nil {
@@ -277,6 +321,9 @@ func (m *Model) ConditionAdapter(a *lcp.Adapter, c AdapterCondition) (err error)
 // rows lists each conditional row's subjects: every subject in every
 // row, or each in the row RowOf gives it (validated).
 func (c AdapterCondition) rows() ([][]int, error) {
+	if c.Guided && slices.ContainsFunc(c.Subjects, func(e EncodedSubject) bool { return e.Dropped }) {
+		return nil, fmt.Errorf("adapter condition: dropped subjects are training's; classifier-free guidance makes its own unconditional rows")
+	}
 	if c.RowOf == nil {
 		return everyRow(len(c.Subjects), c.Batch), nil
 	}
@@ -355,9 +402,9 @@ func encodeViews(enc Encoders, views []*data.RGB) *torch.Tensor {
 	})
 }
 
-// zeroImageHidden is the penultimate hidden states of all-zero pixel
+// ZeroImageHidden is the penultimate hidden states of all-zero pixel
 // values [1, S, E]: IP-Adapter's negative image prompt.
-func zeroImageHidden(enc Encoders) *torch.Tensor {
+func ZeroImageHidden(enc Encoders) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
 		size := enc.Vision.Config.ImageSize
 		out := enc.Vision.Forward(torch.Zeros(1, 3, size, size))

@@ -202,3 +202,70 @@ func TestConditionAdapterPerRow(t *testing.T) {
 		}
 	}
 }
+
+// A training row whose subjects are dropped sees what classifier-free
+// guidance's unconditional row sees at generation (the zero image's
+// tokens in each box, no static term, the null grounding tokens), and its
+// conditioned row what guidance's conditional row sees.
+func TestDroppedRowsAreGuidanceUnconditionalRows(t *testing.T) {
+	m, a, enc := tinyLCP(t)
+	for _, l := range a.Static {
+		l.Mu.Fill(1) // as if trained: static attention acts
+	}
+	a.Layout.ImageTrained = true
+	const side = 128
+	subjects := dogSubjects(t)
+	encode := func() []EncodedSubject {
+		views := make([]SubjectViews, len(subjects))
+		for k, s := range subjects {
+			views[k] = SubjectViews{Static: whiten(s.References[0], maskOf(s, 0)), Mask: maskOf(s, 0), Dynamic: s.References, Category: s.Category}
+		}
+		e := m.EncodeSubjects(enc, views, side, side)
+		for k, s := range subjects {
+			e[k].Box, e[k].Phrase = s.Box, s.Words
+		}
+		return e
+	}
+	zero := ZeroImageHidden(enc)
+	defer zero.Free()
+	g := torch.NewGenerator(5)
+	latents, embeds := torch.Randn(g, 2, 4, side/8, side/8), torch.Randn(g, 2, 77, 32)
+	timestep := torch.New([]int64{500}).Reshape()
+	run := func(c AdapterCondition) *torch.Tensor {
+		c.IPScale, c.StaticScale, c.GroundingBeta, c.RegionRestrict = 1, 1, 1, true
+		c.LatentH, c.LatentW = side/8, side/8
+		if err := m.ConditionAdapter(a, c); err != nil {
+			t.Fatal(err)
+		}
+		defer m.ResetAdapter(a)
+		var out *torch.Tensor
+		torch.NoGrad(func() { out = m.UNet.Forward(latents, timestep, embeds) })
+		return out
+	}
+
+	guided := run(AdapterCondition{Batch: 1, Guided: true, Subjects: encode(), Uncond: zero.Clone()})
+	defer guided.Free()
+	train := AdapterCondition{Batch: 2, RowOf: []int{0, 0, 1, 1}}
+	for _, s := range subjects {
+		views := zero.Repeat(int64(len(s.References)), 1, 1) // as many zero images as views, as guidance has
+		train.Subjects = append(train.Subjects, DroppedSubject(views, s.Box))
+		views.Free()
+	}
+	train.Subjects = append(train.Subjects, encode()...)
+	rows := run(train)
+	defer rows.Free()
+	// The per-row path sums in another order: as TestConditionAdapterPerRow.
+	golden.Compare(t, "dropped rows", rows, guided, 1e-5)
+
+	// Without the zero image's tokens the dropped row is another one.
+	plain := run(AdapterCondition{Batch: 2, RowOf: []int{1, 1}, Subjects: encode()})
+	defer plain.Free()
+	if d := plain.Narrow(0, 0, 1).Sub(guided.Narrow(0, 0, 1)).Abs().Amax().Float32s()[0]; d < 1e-3 {
+		t.Errorf("a row without subjects differs from guidance's unconditional row by %g only: the test cannot tell them apart", d)
+	}
+
+	c := AdapterCondition{Batch: 1, Guided: true, Subjects: []EncodedSubject{DroppedSubject(zero, subjects[0].Box)}}
+	if err := m.ConditionAdapter(a, c); err == nil || !strings.Contains(err.Error(), "dropped subjects are training's") {
+		t.Errorf("dropped subjects with guidance: error %v", err)
+	}
+}
