@@ -55,10 +55,10 @@ func newTrainCommand(v *viper.Viper) *cobra.Command {
 The run is described by the YAML file of the root --config flag, which holds
 the training keys (steps, batch_size, grad_accum, lr, lr_scheduler,
 lr_warmup_steps, betas, weight_decay, clip_grad_norm, text_dropout,
-image_dropout, seed, log_every, sample_every, checkpoint_every, out_dir,
-trainable, resolution, conditioner, resampler, mixed_precision,
-gradient_checkpointing, resume) beside this
-command's flag names (model, data, adapter, ...), as in configs/toyworld-tiny.yaml.
+image_dropout, dropped_image, seed, log_every, sample_every,
+checkpoint_every, out_dir, trainable, resolution, conditioner, resampler,
+mixed_precision, gradient_checkpointing, resume) beside this command's flag
+names (model, data, adapter, ...), as in configs/toyworld-tiny.yaml.
 Keys the file leaves out keep their defaults; any other key is an error. The
 flags --out, --resume, --steps, --lr and --seed, given on the command line,
 override the file.

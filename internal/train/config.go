@@ -40,6 +40,13 @@ type Config struct {
 	// guidance needs. The conditioner applies them.
 	TextDropout  float64 `mapstructure:"text_dropout"`
 	ImageDropout float64 `mapstructure:"image_dropout"`
+	// DroppedImage is what the lcp conditioner gives a sample whose
+	// subjects are dropped (DroppedImages): "zero", the zero image's
+	// tokens in each subject's box, as IP-Adapter trains its dropped
+	// samples and as guidance's unconditional rows see at generation; or
+	// "none", no image term at all (the built-in toy-world model's LCP
+	// stages were trained so).
+	DroppedImage string `mapstructure:"dropped_image"`
 	// Seed keys every random draw: the data order and augmentation, and
 	// each sample's noise, timestep and dropout decisions (see Draws).
 	Seed uint64 `mapstructure:"seed"`
@@ -90,6 +97,9 @@ type ResamplerSize struct {
 // Conditioners are the values Config.Conditioner takes.
 var Conditioners = []string{"lcp", "grounding", "text"}
 
+// DroppedImages are the values Config.DroppedImage takes.
+var DroppedImages = []string{"zero", "none"}
+
 // AdapterTrainable is the paper's recipe: every parameter of the LCP
 // adapter trains (resampler, dynamic, static and grounding attention, the
 // layout-aware MLPs, the static projection) and nothing of the base model.
@@ -111,6 +121,7 @@ func Defaults() Config {
 		ClipGradNorm:    1,
 		TextDropout:     0.05,
 		ImageDropout:    0.05,
+		DroppedImage:    "zero",
 		Seed:            0,
 		LogEvery:        10,
 		SampleEvery:     0,
@@ -157,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains(Conditioners, c.Conditioner) {
 		return fmt.Errorf("train: conditioner %q: want one of %s", c.Conditioner, strings.Join(Conditioners, ", "))
+	}
+	if !slices.Contains(DroppedImages, c.DroppedImage) {
+		return fmt.Errorf("train: dropped_image %q: want one of %s", c.DroppedImage, strings.Join(DroppedImages, ", "))
 	}
 	if !slices.Contains(LRSchedulers, c.LRScheduler) {
 		return fmt.Errorf("train: lr_scheduler %q: want one of %s", c.LRScheduler, strings.Join(LRSchedulers, ", "))

@@ -57,6 +57,7 @@ func TestConfigValidate(t *testing.T) {
 		"conditioner":    func(c *Config) { c.Conditioner = "image" },
 		"lr_scheduler":   func(c *Config) { c.LRScheduler = "step" },
 		"lr_warmup":      func(c *Config) { c.LRWarmupSteps = -1 },
+		"dropped_image":  func(c *Config) { c.DroppedImage = "black" },
 	} {
 		c := Defaults()
 		change(&c)

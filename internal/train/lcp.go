@@ -18,22 +18,26 @@ import (
 // its box; the resampler, static projection and layout module run with
 // autograd, so they train with the attention layers they feed. Each row
 // of a micro-batch attends to its own sample's subjects (AdapterCondition's
-// RowOf); a row whose subjects are dropped sees the null grounding tokens
-// (classifier-free guidance's unconditional rows see the same), a sample
-// alone in its micro-batch no grounding at all.
+// RowOf); a row whose subjects are dropped sees, as classifier-free
+// guidance's unconditional rows do, the null grounding tokens and no
+// static term, and (DroppedImage "zero") the zero image's tokens in its
+// subjects' boxes.
 type LCPConditioner struct {
-	text    *TextConditioner
-	model   *pipeline.Model
-	adapter *lcp.Adapter
-	enc     pipeline.Encoders
-	dropout float64 // ImageDropout: all of a sample's subjects are dropped
+	text      *TextConditioner
+	model     *pipeline.Model
+	adapter   *lcp.Adapter
+	enc       pipeline.Encoders
+	dropout   float64       // ImageDropout: all of a sample's subjects are dropped
+	zeroImage bool          // DroppedImage "zero"
+	zero      *torch.Tensor // the zero image's states [1, S, E], once for the run
 }
 
 // NewLCPConditioner conditions m's UNet, with a attached, through the
 // image encoders enc, with the dropouts of cfg.
 func NewLCPConditioner(m *pipeline.Model, a *lcp.Adapter, enc pipeline.Encoders, cfg Config) *LCPConditioner {
 	return &LCPConditioner{
-		text: &TextConditioner{Model: m, Dropout: cfg.TextDropout}, model: m, adapter: a, enc: enc, dropout: cfg.ImageDropout,
+		text: &TextConditioner{Model: m, Dropout: cfg.TextDropout}, model: m, adapter: a, enc: enc,
+		dropout: cfg.ImageDropout, zeroImage: cfg.DroppedImage == "zero",
 	}
 }
 
@@ -51,25 +55,33 @@ func (c *LCPConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
 	}
 	var views []pipeline.SubjectViews
 	var subjects []Subject
+	var dropped []pipeline.EncodedSubject
+	var droppedRows []int
 	for row, u := range d.ImageDropout() {
-		if u < c.dropout {
-			continue // the null image for this row
-		}
 		mine := b.Subjects[row]
 		for _, sub := range mine[:min(len(mine), gligen.MaxObjects)] {
-			v := sub.Views
-			views = append(views, pipeline.SubjectViews{Static: v.Static, Mask: v.Mask, Dynamic: []*data.RGB{v.Dynamic}, Category: sub.Category})
-			subjects = append(subjects, sub)
-			cond.RowOf = append(cond.RowOf, row)
+			switch {
+			case u >= c.dropout:
+				v := sub.Views
+				views = append(views, pipeline.SubjectViews{Static: v.Static, Mask: v.Mask, Dynamic: []*data.RGB{v.Dynamic}, Category: sub.Category})
+				subjects = append(subjects, sub)
+				cond.RowOf = append(cond.RowOf, row)
+			case c.zeroImage:
+				dropped = append(dropped, pipeline.DroppedSubject(c.zeroImageHidden(), sub.Box))
+				droppedRows = append(droppedRows, row)
+			}
 		}
 	}
-	if len(views) == 0 {
+	if len(views)+len(dropped) == 0 {
 		return embeds, nil // the adapter stays unconditioned
 	}
-	cond.Subjects = c.model.EncodeSubjects(c.enc, views, w, h)
+	if len(views) > 0 {
+		cond.Subjects = c.model.EncodeSubjects(c.enc, views, w, h)
+	}
 	for k, sub := range subjects {
 		cond.Subjects[k].Box, cond.Subjects[k].Phrase = sub.Box, sub.Phrase
 	}
+	cond.Subjects, cond.RowOf = append(cond.Subjects, dropped...), append(cond.RowOf, droppedRows...)
 	if cond.Batch == 1 {
 		cond.RowOf = nil // one row: the shared path generation takes
 	}
@@ -78,6 +90,15 @@ func (c *LCPConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
 		return nil, err
 	}
 	return embeds, nil
+}
+
+// zeroImageHidden is the frozen image encoder's states of the zero image,
+// computed on first use and kept for the run: they never change.
+func (c *LCPConditioner) zeroImageHidden() *torch.Tensor {
+	if c.zero == nil {
+		torch.NoGrad(func() { c.zero = torch.Persist(pipeline.ZeroImageHidden(c.enc)) })
+	}
+	return c.zero
 }
 
 // Clear implements Conditioner.

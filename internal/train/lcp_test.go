@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -124,9 +125,7 @@ func TestLCPConditionerBatchesSamples(t *testing.T) {
 	defer s.Close()
 	m, a := loadTiny(t)
 	one := lcpConfig("", 1) // one sample a micro-batch, two micro-batches
-	// A dropped row of a batch sees the null grounding tokens, a dropped
-	// sample alone none: the two differ by design.
-	one.ImageDropout = 0
+	one.ImageDropout = 0    // TestLCPConditionerDropsSamples batches dropped ones
 	lossOne, gradsOne := stepGrads(t, m, a, one)
 	batched := one
 	batched.BatchSize, batched.GradAccum = 2, 1
@@ -141,4 +140,46 @@ func TestLCPConditionerBatchesSamples(t *testing.T) {
 	// (cosine 0.9999998). The per-row path on one row is the shared path
 	// bit for bit (measured).
 	compareGrads(t, gradsBatched, gradsOne, 2e-3, 0.999999)
+}
+
+// A sample whose subjects are dropped sees, in IP-Adapter's convention
+// (dropped_image zero), the zero image's tokens in its boxes, no static
+// term and the null grounding tokens, alone as in a batch: the resampler
+// and dynamic attention learn from the zero image, static attention
+// nothing. With dropped_image none it sees no image term at all.
+func TestLCPConditionerDropsSamples(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	m, a := loadTiny(t)
+	one := lcpConfig("", 1)
+	one.ImageDropout = 1 // every sample dropped
+	lossOne, gradsOne := stepGrads(t, m, a, one)
+	reached := func(grads map[string][]float64, prefix string) bool {
+		for k, g := range grads {
+			if strings.HasPrefix(k, prefix) && slices.ContainsFunc(g, func(v float64) bool { return v != 0 }) {
+				return true
+			}
+		}
+		return false
+	}
+	for prefix, want := range map[string]bool{"image_proj.": true, "ip_adapter.": true, "static.": false, "static_projection.": false} {
+		if got := reached(gradsOne, prefix); got != want {
+			t.Errorf("every sample dropped: gradient under %s: %v, want %v", prefix, got, want)
+		}
+	}
+
+	batched := one
+	batched.BatchSize, batched.GradAccum = 2, 1
+	lossBatched, gradsBatched := stepGrads(t, m, a, batched)
+	if r := math.Abs(lossBatched-lossOne) / lossOne; r > 1e-6 {
+		t.Errorf("dropped samples: loss %v batched, %v one at a time (%.2g relative)", lossBatched, lossOne, r)
+	}
+	compareGrads(t, gradsBatched, gradsOne, 2e-3, 0.999999) // as TestLCPConditionerBatchesSamples
+
+	none := one
+	none.DroppedImage = "none"
+	_, gradsNone := stepGrads(t, m, a, none)
+	if reached(gradsNone, "image_proj.") || reached(gradsNone, "ip_adapter.") {
+		t.Error("dropped_image none: the image branch got a gradient from dropped samples")
+	}
 }
