@@ -14,8 +14,10 @@
 #   5. the LCP adapter, and the UNet further, with the paper's conditioner
 #      (configs/toyworld-lcp.yaml);
 #   6. both further, in batches of 8, as a two-process data-parallel job on
-#      127.0.0.1 (configs/toyworld-polish.yaml), then once more with a
-#      fresh cosine (configs/toyworld-polish2.yaml);
+#      127.0.0.1 (configs/toyworld-polish.yaml), then twice more with a
+#      fresh cosine (configs/toyworld-polish2.yaml, then
+#      configs/toyworld-polish3.yaml, whose dropped samples see the zero
+#      image's tokens as guidance's unconditional rows do);
 #   7. the result, in half precision, into internal/builtin/toyworld.
 # One libtorch thread a process: on two cores the tiny networks gain almost
 # nothing from a second (measured: 0.78 vs 0.86 steps/s in stage 4); stage
@@ -95,7 +97,13 @@ with_unet "$WORK/model-lcp" "$polish" "$WORK/model-polish"
 
 step "stage 4: once more, a fresh cosine"
 two_ranks configs/toyworld-polish2.yaml "$WORK/model-polish" "$polish/adapter.safetensors" "$WORK/polish2"
-final=$(ls -d "$WORK"/polish2/checkpoints/step-* | sort | tail -n 1)
+polish2=$(ls -d "$WORK"/polish2/checkpoints/step-* | sort | tail -n 1)
+
+with_unet "$WORK/model-polish" "$polish2" "$WORK/model-polish2"
+
+step "stage 5: once more, the zero image for dropped samples"
+two_ranks configs/toyworld-polish3.yaml "$WORK/model-polish2" "$polish2/adapter.safetensors" "$WORK/polish3"
+final=$(ls -d "$WORK"/polish3/checkpoints/step-* | sort | tail -n 1)
 
 step "built-in model"
-"$BIN" model export -m "$WORK/model-polish" --checkpoint "$final" --dtype fp16 --out internal/builtin/toyworld
+"$BIN" model export -m "$WORK/model-polish2" --checkpoint "$final" --dtype fp16 --out internal/builtin/toyworld
