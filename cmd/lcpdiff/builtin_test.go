@@ -27,10 +27,12 @@ func TestGenerateWithTheBuiltinModel(t *testing.T) {
 	if !strings.Contains(stdout, "built-in toy-world model") {
 		t.Errorf("no note of the built-in model:\n%s", stdout)
 	}
-	// The built-in model's own guidance scale, as no --cfg-scale was given.
+	// The built-in model's own guidance scale and box guidance step, as no
+	// --cfg-scale or --guidance-eta was given.
 	params, _, err := pipeline.ReadParameters(out)
-	if err != nil || !strings.Contains(params, fmt.Sprintf("CFG scale: %g,", builtin.CFGScale)) {
-		t.Errorf("parameters %q (%v): want the built-in model's CFG scale %g", params, err, builtin.CFGScale)
+	if err != nil || !strings.Contains(params, fmt.Sprintf("CFG scale: %g,", builtin.CFGScale)) ||
+		!strings.Contains(params, fmt.Sprintf("Guidance eta: %g,", float64(builtin.GuidanceEta))) {
+		t.Errorf("parameters %q (%v): want the built-in model's CFG scale %g and guidance eta %g", params, err, builtin.CFGScale, float64(builtin.GuidanceEta))
 	}
 	img, err := data.ReadImage(out)
 	if err != nil {

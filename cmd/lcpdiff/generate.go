@@ -80,8 +80,9 @@ func newGenerateCommand(v *viper.Viper) *cobra.Command {
 }
 
 // useModelDefaults fills in what a generation leaves to its model: with
-// no --model the built-in toy-world model (and, with subjects, its adapter
-// and image encoder unless weights are given), and without --width and
+// no --model the built-in toy-world model (its CFG scale and box guidance
+// step unless given, and, with subjects, its adapter and image encoder
+// unless weights are given), and without --width and
 // --height the model's own size (pipeline.DefaultSize), as diffusers'
 // pipelines do.
 func useModelDefaults(cmd *cobra.Command, v *viper.Viper, subjects bool) error {
@@ -94,6 +95,9 @@ func useModelDefaults(cmd *cobra.Command, v *viper.Viper, subjects bool) error {
 		v.Set("model", dir)
 		if !v.IsSet("cfg-scale") {
 			v.Set("cfg-scale", builtin.CFGScale)
+		}
+		if !v.IsSet("guidance-eta") {
+			v.Set("guidance-eta", builtin.GuidanceEta)
 		}
 		if subjects && v.GetString("adapter") == "" && v.GetString("ip-adapter") == "" && v.GetString("gligen") == "" {
 			v.Set("adapter", filepath.Join(dir, builtin.AdapterFile))
