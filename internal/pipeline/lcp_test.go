@@ -141,6 +141,22 @@ func TestLCPBadRequests(t *testing.T) {
 	}
 }
 
+// conditionedUNet is the UNet's prediction at timestep 500 for latents
+// [B, 4, h, w] and embeds with a conditioned by c (every strength 1, each
+// subject kept to its box), the adapter reset afterwards.
+func conditionedUNet(t *testing.T, m *Model, a *lcp.Adapter, c AdapterCondition, latents, embeds *torch.Tensor) *torch.Tensor {
+	t.Helper()
+	c.IPScale, c.StaticScale, c.GroundingBeta, c.RegionRestrict = 1, 1, 1, true
+	c.LatentH, c.LatentW = latents.Size(2), latents.Size(3)
+	if err := m.ConditionAdapter(a, c); err != nil {
+		t.Fatal(err)
+	}
+	defer m.ResetAdapter(a)
+	var out *torch.Tensor
+	torch.NoGrad(func() { out = m.UNet.Forward(latents, torch.New([]int64{500}).Reshape(), embeds) })
+	return out
+}
+
 // An adapter conditioned per row (a training micro-batch, each sample with
 // subjects of its own) gives each row of a UNet call what that row's
 // subjects alone give it: static, dynamic and grounding attention all
@@ -162,17 +178,8 @@ func TestConditionAdapterPerRow(t *testing.T) {
 	}
 	g := torch.NewGenerator(3)
 	latents, embeds := torch.Randn(g, 2, 4, side/8, side/8), torch.Randn(g, 2, 77, 32)
-	timestep := torch.New([]int64{500}).Reshape()
 	run := func(c AdapterCondition, latents, embeds *torch.Tensor) *torch.Tensor {
-		c.IPScale, c.StaticScale, c.GroundingBeta, c.RegionRestrict = 1, 1, 1, true
-		c.LatentH, c.LatentW = side/8, side/8
-		if err := m.ConditionAdapter(a, c); err != nil {
-			t.Fatal(err)
-		}
-		defer m.ResetAdapter(a)
-		var out *torch.Tensor
-		torch.NoGrad(func() { out = m.UNet.Forward(latents, timestep, embeds) })
-		return out
+		return conditionedUNet(t, m, a, c, latents, embeds)
 	}
 
 	rows := run(AdapterCondition{Batch: 2, Subjects: []EncodedSubject{encode(0), encode(1), encode(2)}, RowOf: []int{0, 0, 1}}, latents, embeds)
@@ -230,18 +237,7 @@ func TestDroppedRowsAreGuidanceUnconditionalRows(t *testing.T) {
 	defer zero.Free()
 	g := torch.NewGenerator(5)
 	latents, embeds := torch.Randn(g, 2, 4, side/8, side/8), torch.Randn(g, 2, 77, 32)
-	timestep := torch.New([]int64{500}).Reshape()
-	run := func(c AdapterCondition) *torch.Tensor {
-		c.IPScale, c.StaticScale, c.GroundingBeta, c.RegionRestrict = 1, 1, 1, true
-		c.LatentH, c.LatentW = side/8, side/8
-		if err := m.ConditionAdapter(a, c); err != nil {
-			t.Fatal(err)
-		}
-		defer m.ResetAdapter(a)
-		var out *torch.Tensor
-		torch.NoGrad(func() { out = m.UNet.Forward(latents, timestep, embeds) })
-		return out
-	}
+	run := func(c AdapterCondition) *torch.Tensor { return conditionedUNet(t, m, a, c, latents, embeds) }
 
 	guided := run(AdapterCondition{Batch: 1, Guided: true, Subjects: encode(), Uncond: zero.Clone()})
 	defer guided.Free()
