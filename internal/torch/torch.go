@@ -97,7 +97,8 @@ func CUDADeviceCount() int {
 	return int(n)
 }
 
-// SetNumThreads sets libtorch's intra-op thread count.
+// SetNumThreads sets libtorch's intra-op thread count, and OpenBLAS's pool to
+// the same size unless OPENBLAS_NUM_THREADS is set.
 func SetNumThreads(n int) {
 	mustLib("set_num_threads", C.lt_set_num_threads(C.int(n)))
 }
