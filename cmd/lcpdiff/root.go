@@ -13,7 +13,7 @@ import (
 
 var rootFlags = []flagSpec{
 	{"config", "", "", "YAML file of flag values; flags on the command line override it"},
-	{"threads", "", 0, "libtorch intra-op threads (0: $OMP_NUM_THREADS, else all cores)"},
+	{"threads", "", 0, "libtorch intra-op threads, and OpenBLAS's unless OPENBLAS_NUM_THREADS is set (0: $OMP_NUM_THREADS, else all cores)"},
 }
 
 func newRootCommand() *cobra.Command {
