@@ -8,9 +8,10 @@
 # run, stopped (Ctrl-C checkpoints) and resumed on its own:
 #   1. the toy world: 800 training clips and 400 images of 64x64 (seed 0);
 #   2. a freshly initialised model folder (configs/toyworld-model.yaml, seed 0);
-#   3. its VAE, trained on the training frames, then its decoder alone
-#      further (the latents, and so everything after, do not change);
-#   4. the base UNet from scratch with its grounding (configs/toyworld-base.yaml);
+#   3. its VAE, trained on the training frames;
+#   4. on one core its decoder alone further (the latents, and so every
+#      stage after, do not change), and on the other the base UNet from
+#      scratch with its grounding (configs/toyworld-base.yaml);
 #   5. the LCP adapter, and the UNet further, with the paper's conditioner
 #      (configs/toyworld-lcp.yaml);
 #   6. both further, in batches of 8, as a two-process data-parallel job on
@@ -19,9 +20,10 @@
 #      configs/toyworld-polish3.yaml, whose dropped samples see the zero
 #      image's tokens as guidance's unconditional rows do);
 #   7. the result, in half precision, into internal/builtin/toyworld.
-# One libtorch thread a process: on two cores the tiny networks gain almost
-# nothing from a second (measured: 0.78 vs 0.86 steps/s in stage 4); stage
-# 6 uses the second core as a second rank instead.
+# One libtorch thread a process (OpenBLAS's pool follows it): on two cores
+# the tiny networks gain little from a second (the VAE stage 2.19 vs 1.86
+# steps/s; stage 4 0.86 vs 0.78), so the second core runs the decoder
+# stage beside the base stage, and the stages of 6 as a second rank.
 set -euo pipefail
 
 BIN=${BIN:-build/bin/lcpdiff}
@@ -29,7 +31,7 @@ WORK=${1:-runs/toyworld}
 THREADS=${THREADS:-1}
 mkdir -p "$WORK"
 
-step() { printf '\n== %s\n' "$*" >&2; }
+step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)" >&2; }
 
 if [ ! -f "$WORK/data/train.jsonl" ]; then
 	step "toy world"
@@ -37,15 +39,27 @@ if [ ! -f "$WORK/data/train.jsonl" ]; then
 fi
 if [ ! -f "$WORK/model/model_index.json" ]; then
 	step "fresh model"
-	"$BIN" model init --config configs/toyworld-model.yaml --out "$WORK/model" --seed 0
+	rm -rf "$WORK/model.tmp"
+	"$BIN" model init --config configs/toyworld-model.yaml --out "$WORK/model.tmp" --seed 0
 	step "VAE"
-	"$BIN" --threads "$THREADS" model train-vae -m "$WORK/model" \
+	"$BIN" --threads "$THREADS" model train-vae -m "$WORK/model.tmp" \
 		--data "$WORK/data/train.jsonl" --eval "$WORK/data/test.jsonl" \
 		--steps 1400 --batch-size 8 --lr 2e-3 --warmup 50 --seed 0
-	step "VAE decoder"
+	mv "$WORK/model.tmp" "$WORK/model"
+fi
+
+# The decoder stage changes only the decoder, which no UNet stage uses (the
+# trainer encodes; the base stage's sample sheets decode with the VAE it
+# loaded), so it runs beside the base stage, and the model folders below
+# are copied once it is done.
+decoder=
+if [ ! -f "$WORK/vae-decoder.done" ]; then
+	step "VAE decoder, beside stage 1"
 	"$BIN" --threads "$THREADS" model train-vae -m "$WORK/model" --decoder-only \
 		--data "$WORK/data/train.jsonl" --eval "$WORK/data/test.jsonl" \
-		--steps 3000 --batch-size 8 --lr 1e-3 --warmup 50 --subject-weight 20 --seed 1
+		--steps 3000 --batch-size 8 --lr 1e-3 --warmup 50 --subject-weight 20 --seed 1 -q &
+	decoder=$!
+	trap 'kill "$decoder" 2>/dev/null || true' EXIT # should stage 1 fail
 fi
 
 step "stage 1: base UNet and grounding"
@@ -54,6 +68,11 @@ resume=()
 "$BIN" --threads "$THREADS" --config configs/toyworld-base.yaml train \
 	-m "$WORK/model" --data "$WORK/data/train.jsonl" --out "$WORK/base" "${resume[@]}"
 base=$(ls -d "$WORK"/base/checkpoints/step-* | sort | tail -n 1)
+if [ -n "$decoder" ]; then
+	step "waiting for the VAE decoder"
+	wait "$decoder"
+	touch "$WORK/vae-decoder.done"
+fi
 
 # Each stage starts from the last one's UNet: a checkpoint's
 # unet.safetensors is a diffusers UNet weights file, so a copy of the model
