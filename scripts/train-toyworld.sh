@@ -71,6 +71,7 @@ base=$(ls -d "$WORK"/base/checkpoints/step-* | sort | tail -n 1)
 if [ -n "$decoder" ]; then
 	step "waiting for the VAE decoder"
 	wait "$decoder"
+	trap - EXIT
 	touch "$WORK/vae-decoder.done"
 fi
 

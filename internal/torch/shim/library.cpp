@@ -18,9 +18,9 @@ thread_local int applied_threads __attribute__((tls_model("initial-exec"))) = 0;
 // at::set_num_threads leaves OpenBLAS's own pool alone, sized to every core,
 // whose workers busy-wait between calls: a one-thread process kept a second
 // core spinning, and two one-thread data-parallel ranks on two cores trained
-// at half speed (2 x 3.1 samples/s against 2 x 5.9 on the toy LCP step). So
-// the BLAS pool follows the intra-op count, unless the user sized it with
-// OPENBLAS_NUM_THREADS, which OpenBLAS documents as its knob.
+// at about half speed (2 x 3.1 samples/s against 2 x 5.6 on the toy LCP
+// step). So the BLAS pool follows the intra-op count, unless the user sized
+// it with OPENBLAS_NUM_THREADS, which OpenBLAS documents as its knob.
 void apply_threads(int n) {
   at::set_num_threads(n);
   using set_threads = void (*)(int);
