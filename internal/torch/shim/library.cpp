@@ -15,19 +15,7 @@ std::atomic<int64_t> live{0};
 std::atomic<int> wanted_threads{0};
 thread_local int applied_threads __attribute__((tls_model("initial-exec"))) = 0;
 
-// at::set_num_threads leaves OpenBLAS's own pool alone, sized to every core,
-// whose workers busy-wait between calls: a one-thread process kept a second
-// core spinning, and two one-thread data-parallel ranks on two cores trained
-// at about half speed (2 x 3.1 samples/s against 2 x 5.6 on the toy LCP
-// step). So the BLAS pool follows the intra-op count, unless the user sized
-// it with OPENBLAS_NUM_THREADS, which OpenBLAS documents as its knob.
-void apply_threads(int n) {
-  at::set_num_threads(n);
-  using set_threads = void (*)(int);
-  static auto openblas = reinterpret_cast<set_threads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  static bool user_sized = std::getenv("OPENBLAS_NUM_THREADS") != nullptr;
-  if (openblas != nullptr && !user_sized) openblas(n);
-}
+void apply_threads(int n) { at::set_num_threads(n); }
 
 at::ScalarType scalar_type(int dtype) {
   switch (dtype) {
@@ -149,10 +137,22 @@ lt_error lt_cuda_device_count(int *count) {
   LT_CATCH
 }
 
+// at::set_num_threads leaves OpenBLAS's own pool alone, sized to every core,
+// whose workers busy-wait between calls: a one-thread process kept a second
+// core spinning, and two one-thread data-parallel ranks on two cores trained
+// at about half speed (2 x 3.1 samples/s against 2 x 5.6 on the toy LCP
+// step). So the BLAS pool follows the intra-op count, unless the user sized
+// it with OPENBLAS_NUM_THREADS, which OpenBLAS documents as its knob. The
+// pool is process-wide, so it is sized here once, not per OS thread as
+// libtorch's count is (ensure_threads).
 lt_error lt_set_num_threads(int n) {
   LT_TRY if (n < 1) throw std::invalid_argument("thread count must be at least 1");
   lt::wanted_threads.store(n, std::memory_order_relaxed);
   lt::ensure_threads();
+  using set_threads = void (*)(int);
+  if (auto openblas = reinterpret_cast<set_threads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+      openblas != nullptr && std::getenv("OPENBLAS_NUM_THREADS") == nullptr)
+    openblas(n);
   LT_CATCH
 }
 
