@@ -11,9 +11,9 @@ import (
 
 // The toy world's subjects are flat two-colour shapes on grounds whose
 // colours differ from every palette colour, so a detector needs no
-// learning: it labels each pixel with the nearest of the toy world's
-// colours (six palette colours and four grounds) and finds the subjects as
-// connected regions of a palette's two colours. Its classes are the
+// learning: it labels each pixel with the nearest of the six palette
+// colours and the image's own ground (subjectLabels) and finds the
+// subjects as connected regions of a palette's two colours. Its classes are the
 // palettes as unordered colour pairs: the layout metric asks whether a
 // subject of the requested look stands in the requested box, and the
 // identity score asks the finer question of which identity it is.
@@ -57,7 +57,8 @@ func pairClass(i, j int) int {
 // Pixel labels: 0..5 the palette colours, 6.. the grounds.
 const groundLabel = 6
 
-// toyLabels labels every pixel with its nearest toy-world colour.
+// toyLabels labels every pixel with its nearest toy-world colour, any
+// ground included: the question GroundOf asks.
 func toyLabels(img *data.RGB) []int8 {
 	var protos [][3]uint8
 	for _, c := range data.ToyPalette() {
@@ -66,6 +67,41 @@ func toyLabels(img *data.RGB) []int8 {
 	for _, g := range data.ToyGrounds() {
 		protos = append(protos, g.RGB)
 	}
+	return nearestLabels(img, protos)
+}
+
+// subjectLabels labels every pixel with the nearest of the palette colours
+// and the image's own ground (the one most pixels are nearest to): the
+// labels the detector and the identity score read. A scene has one ground,
+// so a pixel nearer another ground is a subject's colour pulled toward it:
+// the green palette colour is 37 RGB levels from grass, and a generated or
+// VAE-decoded green subject on sand lost a third of its pixels to "grass"
+// when every ground competed for every pixel.
+func subjectLabels(img *data.RGB) []int8 {
+	grounds := data.ToyGrounds()
+	counts := make([]int, len(grounds))
+	for _, l := range toyLabels(img) {
+		if l >= groundLabel {
+			counts[l-groundLabel]++
+		}
+	}
+	own := slices.Index(counts, slices.Max(counts))
+	var protos [][3]uint8
+	for _, c := range data.ToyPalette() {
+		protos = append(protos, c.RGB)
+	}
+	labels := nearestLabels(img, append(protos, grounds[own].RGB))
+	for i, l := range labels {
+		if l == groundLabel {
+			labels[i] = groundLabel + int8(own)
+		}
+	}
+	return labels
+}
+
+// nearestLabels labels each pixel with the index of its nearest colour in
+// protos.
+func nearestLabels(img *data.RGB, protos [][3]uint8) []int8 {
 	labels := make([]int8, img.W*img.H)
 	for i := range labels {
 		px := img.Pix[3*i : 3*i+3]
@@ -94,7 +130,7 @@ const minSubjectFraction = 0.004
 // 8-connected region of its two colours with enough of both. The score
 // grows with the region's size and with the balance of its two colours.
 func DetectToy(img *data.RGB) []ToyDetection {
-	labels := toyLabels(img)
+	labels := subjectLabels(img)
 	n := len(data.ToyPalette())
 	minArea := max(4, int(minSubjectFraction*float64(img.W*img.H)))
 	var dets []ToyDetection
@@ -183,7 +219,7 @@ type ToyIdentification struct {
 // the most pixels (same colour, over the union of both) wins. Shape,
 // texture and palette all have to match for a high agreement.
 func IdentifyToy(img *data.RGB, box [4]float64, ids []data.Identity) ToyIdentification {
-	labels := toyLabels(img)
+	labels := subjectLabels(img)
 	x0, y0, x1, y1 := boxPixels(box, img.W, img.H)
 	var sx, sy float64
 	var subject []int
