@@ -38,6 +38,7 @@ var evalOwnFlags = []flagSpec{
 	{"detector", "", "", "TorchScript detector (spec/detector.md, with FILE.json beside it) for AP, AP50, AP75"},
 	{"class-map", "", "", "JSON file {subject or class: [detector classes]} overriding the built-in class map"},
 	{"vae-round-trip", "", false, "score the benchmark's own target images (toyworld) through the model's VAE instead of generating: the ceiling of any generator decoding with it"},
+	{"rescore", "", false, "measure the images already recorded in --out again from their PNGs (after the detector or a metric model changed), then make any missing ones"},
 	{"compare", "", false, "print the runs in the folders given as arguments as one Markdown table, and exit"},
 }
 
@@ -145,7 +146,7 @@ func runEval(ctx context.Context, v *viper.Viper, stdout, stderr io.Writer) erro
 	start, made := time.Now(), 0
 	cfg := eval.RunConfig{
 		Out: out, Bench: bench, Generator: gen, Method: method, Settings: settings, Models: models,
-		ClassOverride: override, Log: stderr,
+		ClassOverride: override, Log: stderr, Rescore: v.GetBool("rescore"),
 		Progress: func(done, total int) {
 			made = done
 			if v.GetBool("quiet") {
@@ -220,8 +221,8 @@ func loadMetricModels(v *viper.Viper, device torch.Device) (m eval.Models, overr
 
 // evalSettingKeys are the flags whose values shape a run's images or
 // their measurements: a resumed run must have the same. --limit, --quiet,
-// --method aside (the method is checked on its own), --class-map and
-// --threads are free: they change no record.
+// --method aside (the method is checked on its own), --class-map,
+// --rescore and --threads are free: they change no record's image.
 var evalSettingKeys = []string{
 	"bench", "data", "images-per-prompt", "seed", "views", "clip", "dino", "dino-heads", "detector", "vae-round-trip",
 	"model", "negative-prompt", "steps", "cfg-scale", "guidance-rescale", "eta", "width", "height", "device", "dtype",

@@ -79,6 +79,15 @@ func TestEvalDreamBenchEndToEnd(t *testing.T) {
 	if after := readFile(t, filepath.Join(lcp, eval.SummaryFile)); after != before {
 		t.Error("rerun changed summary.json")
 	}
+	// --rescore measures the PNGs again, still without the model: with the
+	// same metric models, to the same summary.
+	log, err = run(t, append(evalArgs(t, lcp, "--rescore"), tinyParts(t)...)...)
+	if err != nil || !strings.Contains(log, "rescored the 2 recorded images") || strings.Contains(log, "images in") {
+		t.Fatalf("rescore: %v\n%s", err, log)
+	}
+	if after := readFile(t, filepath.Join(lcp, eval.SummaryFile)); after != before {
+		t.Error("rescoring with the same models changed summary.json")
+	}
 	// Other settings in the same folder are refused.
 	if _, err := run(t, append(evalArgs(t, lcp, "--steps", "3"), tinyParts(t)...)...); err == nil || !strings.Contains(err.Error(), `steps="2"`) {
 		t.Errorf("other settings: %v", err)

@@ -115,6 +115,10 @@ type RunConfig struct {
 	Progress func(done, total int)
 	// Log receives notes (a dropped truncated record, the resume point).
 	Log io.Writer
+	// Rescore measures the images already recorded again, from their
+	// PNGs, before making the missing ones: a changed detector or metric
+	// model re-scores a run without generating it again.
+	Rescore bool
 }
 
 // Files of a run folder.
@@ -167,6 +171,11 @@ func Run(ctx context.Context, cfg RunConfig) (*Summary, error) {
 	scorer := cfg.Bench.Scorer()
 	if scorer != nil {
 		defer scorer.Close()
+	}
+	if cfg.Rescore {
+		if err := rescore(cfg, scorer, items, rf, log); err != nil {
+			return nil, err
+		}
 	}
 	var todo []*Item
 	for i := range items {
@@ -264,14 +273,24 @@ func makeRecord(cfg RunConfig, scorer Scorer, item *Item) (rec *Record, err erro
 	}
 	rgb := rgbOf(img)
 	rec = newRecord(item, rel, rgb.W, rgb.H)
-	ownDetector := scorer != nil && scorer.Detects()
-	if err := cfg.Models.measure(rec, rgb, !ownDetector); err != nil {
+	if err := measure(cfg, scorer, item, rgb, rec); err != nil {
 		return nil, err
 	}
+	rec.Seconds = time.Since(start).Seconds()
+	return rec, nil
+}
+
+// measure fills in rec's measurements of img: the metric models' and the
+// bench scorer's.
+func measure(cfg RunConfig, scorer Scorer, item *Item, img *data.RGB, rec *Record) error {
+	ownDetector := scorer != nil && scorer.Detects()
+	if err := cfg.Models.measure(rec, img, !ownDetector); err != nil {
+		return err
+	}
 	if scorer != nil {
-		sc, err := scorer.Score(item, rgb)
+		sc, err := scorer.Score(item, img)
 		if err != nil {
-			return nil, fmt.Errorf("scorer: %w", err)
+			return fmt.Errorf("scorer: %w", err)
 		}
 		rec.Metrics = sc.Metrics
 		if ownDetector {
@@ -281,8 +300,38 @@ func makeRecord(cfg RunConfig, scorer Scorer, item *Item) (rec *Record, err erro
 			}
 		}
 	}
-	rec.Seconds = time.Since(start).Seconds()
-	return rec, nil
+	return nil
+}
+
+// rescore measures every recorded image of items again from its PNG and
+// replaces records.jsonl in one rename, so a kill leaves the old records
+// or the new, never a mix. Records of items the run does not list are
+// kept as they are.
+func rescore(cfg RunConfig, scorer Scorer, items []Item, rf *recordsFile, log io.Writer) error {
+	n := 0
+	for i := range items {
+		old := rf.byID[items[i].ID]
+		if old == nil {
+			continue
+		}
+		path := filepath.Join(cfg.Out, filepath.FromSlash(old.Image))
+		img, err := data.ReadImage(path)
+		if err != nil {
+			return fmt.Errorf("rescore record %s: %w", old.ID, err)
+		}
+		rec := newRecord(&items[i], old.Image, img.W, img.H)
+		rec.Seconds = old.Seconds // the generation's time: rescoring makes nothing
+		if err := measure(cfg, scorer, &items[i], img, rec); err != nil {
+			return fmt.Errorf("rescore record %s: %w", old.ID, err)
+		}
+		rf.byID[rec.ID] = rec
+		n++
+	}
+	if err := rf.rewrite(); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "rescored the %d recorded images of %s\n", n, cfg.Out)
+	return nil
 }
 
 // rgbOf is the 8-bit RGB image of a generated RGBA one (alpha is 255): the

@@ -140,5 +140,29 @@ func (rf *recordsFile) append(rec *Record) error {
 	return nil
 }
 
+// rewrite replaces the file with the records as they are now, in file
+// order, through a temporary file and a rename, and reopens it for
+// appending.
+func (rf *recordsFile) rewrite() error {
+	var buf bytes.Buffer
+	for _, id := range rf.order {
+		b, err := json.Marshal(rf.byID[id])
+		if err != nil {
+			return fmt.Errorf("record %s: %w", id, err)
+		}
+		buf.Write(append(b, '\n'))
+	}
+	if err := atomicfile.WriteFile(rf.path, buf.Bytes()); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(rf.path, os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	rf.f.Close() // the replaced file's: nothing was written to it
+	rf.f = f
+	return nil
+}
+
 // Close closes the file.
 func (rf *recordsFile) Close() error { return rf.f.Close() }

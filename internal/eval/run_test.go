@@ -10,6 +10,7 @@ import (
 	"image/color"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -183,6 +184,82 @@ func TestRunResumesAfterInterruption(t *testing.T) {
 	sheet := readPNGSize(t, filepath.Join(split, got.ContactSheets[0]))
 	if sheet != image.Pt(6*164+4, 164+4) {
 		t.Errorf("contact sheet of 6 images is %v", sheet)
+	}
+}
+
+// A run measured by other metric models (here: records whose embeddings
+// and detections were altered) is rescored from its PNGs: nothing is
+// generated again, and the records and summary are the ones a fresh run
+// writes.
+func TestRunRescoresRecordedImages(t *testing.T) {
+	m := tinyModels(t)
+	bench := openTestBench(t, "dreambench-multi", 4)
+	items := bench.Items()
+	fresh := t.TempDir()
+	if _, err := Run(context.Background(), testConfig(fresh, bench, &fakeGenerator{}, m)); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	if _, err := Run(context.Background(), testConfig(dir, bench, &fakeGenerator{}, m)); err != nil {
+		t.Fatal(err)
+	}
+	var stale bytes.Buffer
+	for _, it := range items[:3] {
+		var r Record
+		if err := json.Unmarshal(recordLine(t, dir, it.ID), &r); err != nil {
+			t.Fatal(err)
+		}
+		for i := range r.CLIP { // other models' embeddings: as valid, not the same
+			r.CLIP[i] = -r.CLIP[i]
+		}
+		slices.Reverse(r.DINO)
+		r.Detections = []DetectedBox{}
+		b, _ := json.Marshal(r)
+		stale.Write(append(b, '\n'))
+	}
+	if err := os.WriteFile(filepath.Join(dir, RecordsFile), stale.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), testConfig(dir, bench, &fakeGenerator{}, m)); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := readText(t, filepath.Join(fresh, SummaryFile)), readText(t, filepath.Join(dir, SummaryFile)); a == b {
+		t.Fatal("the stale records summarise as the fresh ones: the test tests nothing")
+	}
+
+	staleSeconds := map[string]float64{}
+	for _, it := range items {
+		var r Record
+		json.Unmarshal(recordLine(t, dir, it.ID), &r)
+		staleSeconds[it.ID] = r.Seconds
+	}
+	var log bytes.Buffer
+	gen := &fakeGenerator{}
+	cfg := testConfig(dir, bench, gen, m)
+	cfg.Rescore, cfg.Log = true, &log
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if gen.calls != 0 || !strings.Contains(log.String(), "rescored the 4 recorded images") {
+		t.Errorf("rescore generated %d images; log:\n%s", gen.calls, log.String())
+	}
+	for _, it := range items {
+		var a, b Record
+		json.Unmarshal(recordLine(t, fresh, it.ID), &a)
+		json.Unmarshal(recordLine(t, dir, it.ID), &b)
+		if b.Seconds != staleSeconds[it.ID] {
+			t.Errorf("record %s: %g s, the generation's was %g", it.ID, b.Seconds, staleSeconds[it.ID])
+		}
+		a.Seconds, b.Seconds = 0, 0 // two generations' wall times
+		if !jsonEqual(t, a, b) {
+			t.Errorf("record %s rescored:\n%+v\nfresh:\n%+v", it.ID, b, a)
+		}
+	}
+	for _, name := range []string{SummaryFile, SummaryMarkdownFile, SubjectsMarkdownFile} {
+		if a, b := readText(t, filepath.Join(fresh, name)), readText(t, filepath.Join(dir, name)); a != b {
+			t.Errorf("%s differs between the fresh and the rescored run", name)
+		}
 	}
 }
 
