@@ -41,10 +41,10 @@ const (
 const CFGScale = 1.5
 
 // GuidanceEta is the box guidance's step size for the built-in model,
-// used when no --guidance-eta is given: at SD's 20 the guidance moved this
-// model's subjects less well than at 10 (validation toy world, seed 1,
-// AP50 / identity 56.5 / 0.55 at 20, 58.7 / 0.58 at 10, 57.4 / 0.44 at
-// 40, 56.1 / 0.51 without guidance; internal/builtin/README.md).
+// used when no --guidance-eta is given: of the steps tried, 10 scored
+// highest, though within the noise of the 40 validation clips (seed 1,
+// AP50 / identity 61.6 / 0.60 at 10, 60.5 / 0.59 at SD's 20, 58.6 / 0.49
+// at 40, 59.7 / 0.57 without guidance; internal/builtin/README.md).
 const GuidanceEta = 10
 
 // ToyWorld is the folder of the built-in model, written on first use
