@@ -303,8 +303,8 @@ func measure(cfg RunConfig, scorer Scorer, item *Item, img *data.RGB, rec *Recor
 	return nil
 }
 
-// rescore measures every recorded image of items again from its PNG and
-// replaces records.jsonl in one rename, so a kill leaves the old records
+// rescore measures every recorded image of items again from its PNG (in
+// the order of items) and replaces records.jsonl in one rename, so a kill leaves the old records
 // or the new, never a mix. Records of items the run does not list are
 // kept as they are.
 func rescore(cfg RunConfig, scorer Scorer, items []Item, rf *recordsFile, log io.Writer) error {
@@ -321,7 +321,10 @@ func rescore(cfg RunConfig, scorer Scorer, items []Item, rf *recordsFile, log io
 		}
 		rec := newRecord(&items[i], old.Image, img.W, img.H)
 		rec.Seconds = old.Seconds // the generation's time: rescoring makes nothing
-		if err := measure(cfg, scorer, &items[i], img, rec); err != nil {
+		s := torch.NewScope()
+		err = measure(cfg, scorer, &items[i], img, rec)
+		s.Close() // the metric models' tensors, freed image by image
+		if err != nil {
 			return fmt.Errorf("rescore record %s: %w", old.ID, err)
 		}
 		rf.byID[rec.ID] = rec

@@ -13,10 +13,10 @@ import (
 // colours differ from every palette colour, so a detector needs no
 // learning: it labels each pixel with the nearest of the six palette
 // colours and the image's own ground (subjectLabels) and finds the
-// subjects as connected regions of a palette's two colours. Its classes are the
-// palettes as unordered colour pairs: the layout metric asks whether a
-// subject of the requested look stands in the requested box, and the
-// identity score asks the finer question of which identity it is.
+// subjects as connected regions of a palette's two colours. Its classes
+// are the palettes as unordered colour pairs: the layout metric asks
+// whether a subject of the requested look stands in the requested box,
+// and the identity score asks the finer question of which identity it is.
 
 // ToyDetection is one subject the palette detector found.
 type ToyDetection struct {
@@ -74,9 +74,10 @@ func toyLabels(img *data.RGB) []int8 {
 // and the image's own ground (the one most pixels are nearest to): the
 // labels the detector and the identity score read. A scene has one ground,
 // so a pixel nearer another ground is a subject's colour pulled toward it:
-// the green palette colour is 37 RGB levels from grass, and a generated or
-// VAE-decoded green subject on sand lost a third of its pixels to "grass"
-// when every ground competed for every pixel.
+// the green palette colour is 37 RGB levels from grass, and while every
+// ground competed for every pixel, generated green subjects pulled toward
+// grass went missing on any ground (120 validation clips: 39% of the green
+// subjects not found against 5% of the others; 31% and 3% with this).
 func subjectLabels(img *data.RGB) []int8 {
 	grounds := data.ToyGrounds()
 	counts := make([]int, len(grounds))
