@@ -40,6 +40,12 @@ type Config struct {
 	// guidance needs. The conditioner applies them.
 	TextDropout  float64 `mapstructure:"text_dropout"`
 	ImageDropout float64 `mapstructure:"image_dropout"`
+	// PhraseDropout is the probability that a sample's subjects are named
+	// by their category alone, in its caption and grounding phrases, so
+	// that their look must come from the reference images (the lcp
+	// conditioner's; phrase_dropout.go says why). 0, the default, keeps
+	// every caption as written.
+	PhraseDropout float64 `mapstructure:"phrase_dropout"`
 	// DroppedImage is what the lcp conditioner gives a sample whose
 	// subjects are dropped (DroppedImages): "zero", the zero image's
 	// tokens in each subject's box, as IP-Adapter trains its dropped
@@ -155,6 +161,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: clip_grad_norm must be 0 (off) or more, got %g", c.ClipGradNorm)
 	case c.TextDropout < 0 || c.TextDropout > 1 || c.ImageDropout < 0 || c.ImageDropout > 1:
 		return fmt.Errorf("train: text_dropout and image_dropout are probabilities, got %g and %g", c.TextDropout, c.ImageDropout)
+	case c.PhraseDropout < 0 || c.PhraseDropout > 1:
+		return fmt.Errorf("train: phrase_dropout is a probability, got %g", c.PhraseDropout)
+	case c.PhraseDropout > 0 && c.Conditioner != "lcp":
+		return fmt.Errorf("train: phrase_dropout needs the lcp conditioner (the %s conditioner has no reference images to carry the words it drops)", c.Conditioner)
 	case c.LogEvery < 1:
 		return fmt.Errorf("train: log_every must be at least 1, got %d", c.LogEvery)
 	case c.SampleEvery < 0 || c.CheckpointEvery < 0:

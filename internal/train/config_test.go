@@ -58,6 +58,8 @@ func TestConfigValidate(t *testing.T) {
 		"lr_scheduler":   func(c *Config) { c.LRScheduler = "step" },
 		"lr_warmup":      func(c *Config) { c.LRWarmupSteps = -1 },
 		"dropped_image":  func(c *Config) { c.DroppedImage = "black" },
+		"phrase_dropout": func(c *Config) { c.PhraseDropout = -0.1 },
+		"phrase_needs":   func(c *Config) { c.PhraseDropout, c.Conditioner = 0.3, "grounding" },
 	} {
 		c := Defaults()
 		change(&c)

@@ -35,6 +35,7 @@ const (
 	imageDropoutStream
 	timestepStream
 	noiseStream
+	phraseDropoutStream // after the others, which keep their numbers
 )
 
 // Len is the number of rows.
@@ -49,6 +50,11 @@ func (d Draws) TextDropout() []float64 { return d.uniform(textDropoutStream) }
 // drops the row's subject conditions when it is below the dropout
 // probability.
 func (d Draws) ImageDropout() []float64 { return d.uniform(imageDropoutStream) }
+
+// PhraseDropout is one number per row, uniform in [0, 1): a conditioner
+// names the row's subjects by their category when it is below the phrase
+// dropout probability (dropPhrases).
+func (d Draws) PhraseDropout() []float64 { return d.uniform(phraseDropoutStream) }
 
 func (d Draws) uniform(stream uint64) []float64 {
 	u := make([]float64, len(d.index))

@@ -28,6 +28,7 @@ type LCPConditioner struct {
 	adapter   *lcp.Adapter
 	enc       pipeline.Encoders
 	dropout   float64       // ImageDropout: all of a sample's subjects are dropped
+	phrases   float64       // PhraseDropout: a sample's subjects named by category
 	zeroImage bool          // DroppedImage "zero"
 	zero      *torch.Tensor // the zero image's states [1, S, E], once for the run
 }
@@ -37,12 +38,13 @@ type LCPConditioner struct {
 func NewLCPConditioner(m *pipeline.Model, a *lcp.Adapter, enc pipeline.Encoders, cfg Config) *LCPConditioner {
 	return &LCPConditioner{
 		text: &TextConditioner{Model: m, Dropout: cfg.TextDropout}, model: m, adapter: a, enc: enc,
-		dropout: cfg.ImageDropout, zeroImage: cfg.DroppedImage == "zero",
+		dropout: cfg.ImageDropout, phrases: cfg.PhraseDropout, zeroImage: cfg.DroppedImage == "zero",
 	}
 }
 
 // Condition implements Conditioner.
 func (c *LCPConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {
+	b = dropPhrases(b, d, c.phrases)
 	embeds, err := c.text.Condition(b, d)
 	if err != nil {
 		return nil, err
