@@ -173,15 +173,21 @@ func (s toyScene) caption(ids []Identity) (string, []string) {
 	for _, i := range s.ids {
 		p := ids[i].Phrase()
 		phrases = append(phrases, p)
-		article := "a "
-		if strings.ContainsRune("aeiou", rune(p[0])) {
-			article = "an "
-		}
-		parts = append(parts, article+p)
+		parts = append(parts, IndefiniteArticle(p)+" "+p)
 	}
 	list := parts[0]
 	if n := len(parts); n > 1 {
 		list = strings.Join(parts[:n-1], ", ") + " and " + parts[n-1]
 	}
 	return list + " " + toyBackgrounds[s.background].words, phrases
+}
+
+// IndefiniteArticle is "an" before a word that starts with a vowel letter,
+// else "a": the spelling rule, which captions follow closely enough for a
+// text encoder.
+func IndefiniteArticle(word string) string {
+	if word != "" && strings.ContainsRune("aeiouAEIOU", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }

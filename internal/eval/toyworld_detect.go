@@ -79,22 +79,29 @@ func toyLabels(img *data.RGB) []int8 {
 // grass went missing on any ground (120 validation clips: 39% of the green
 // subjects not found against 5% of the others; 31% and 3% with this).
 func subjectLabels(img *data.RGB) []int8 {
+	labels := toyLabels(img)
 	grounds := data.ToyGrounds()
 	counts := make([]int, len(grounds))
-	for _, l := range toyLabels(img) {
+	for _, l := range labels {
 		if l >= groundLabel {
 			counts[l-groundLabel]++
 		}
 	}
 	own := slices.Index(counts, slices.Max(counts))
+	// A pixel nearest a palette colour or the own ground among every
+	// colour is nearest it among these too: only the others move.
 	var protos [][3]uint8
 	for _, c := range data.ToyPalette() {
 		protos = append(protos, c.RGB)
 	}
-	labels := nearestLabels(img, append(protos, grounds[own].RGB))
+	protos = append(protos, grounds[own].RGB)
 	for i, l := range labels {
-		if l == groundLabel {
-			labels[i] = groundLabel + int8(own)
+		if l >= groundLabel && int(l-groundLabel) != own {
+			if k := nearest(img.Pix[3*i:3*i+3], protos); k < groundLabel {
+				labels[i] = int8(k)
+			} else {
+				labels[i] = groundLabel + int8(own)
+			}
 		}
 	}
 	return labels
@@ -105,21 +112,26 @@ func subjectLabels(img *data.RGB) []int8 {
 func nearestLabels(img *data.RGB, protos [][3]uint8) []int8 {
 	labels := make([]int8, img.W*img.H)
 	for i := range labels {
-		px := img.Pix[3*i : 3*i+3]
-		best, bestD := 0, math.Inf(1)
-		for k, p := range protos {
-			d := 0.0
-			for c := range 3 {
-				v := float64(px[c]) - float64(p[c])
-				d += v * v
-			}
-			if d < bestD {
-				best, bestD = k, d
-			}
-		}
-		labels[i] = int8(best)
+		labels[i] = int8(nearest(img.Pix[3*i:3*i+3], protos))
 	}
 	return labels
+}
+
+// nearest is the index of the colour in protos nearest px (squared RGB
+// distance; the first of a tie).
+func nearest(px []uint8, protos [][3]uint8) int {
+	best, bestD := 0, math.Inf(1)
+	for k, p := range protos {
+		d := 0.0
+		for c := range 3 {
+			v := float64(px[c]) - float64(p[c])
+			d += v * v
+		}
+		if d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
 }
 
 // minSubjectFraction is the smallest subject the detector reports, as a

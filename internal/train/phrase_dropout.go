@@ -3,6 +3,8 @@ package train
 import (
 	"slices"
 	"strings"
+
+	"github.com/lcpdiff/lcpdiff/internal/data"
 )
 
 // Phrase dropout names a sample's subjects by their category alone ("a
@@ -15,11 +17,12 @@ import (
 // zero-shot subjects, whose captions name colours in an order never seen,
 // are the ones it misses (internal/builtin/README.md).
 
-// byCategory is the caption with each subject's phrase replaced by its
-// category, the article before it agreeing ("an orange square" becomes "a
-// square"), and the subjects with their phrases so replaced. A phrase the
-// caption does not contain leaves the caption as it is; its grounding
-// phrase still becomes the category. subjects is not modified.
+// byCategory is the caption with each subject's phrase (its first
+// mention) replaced by its category, an article just before it agreeing
+// ("an orange square" becomes "a square"), and the subjects with their
+// phrases so replaced. A phrase the caption does not contain leaves the
+// caption as it is; its grounding phrase still becomes the category.
+// subjects is not modified.
 func byCategory(caption string, subjects []Subject) (string, []Subject) {
 	named := make([]Subject, len(subjects))
 	for i, s := range subjects {
@@ -28,33 +31,24 @@ func byCategory(caption string, subjects []Subject) (string, []Subject) {
 			continue
 		}
 		named[i].Phrase = s.Category
-		replaced := false
+		k := strings.Index(caption, s.Phrase)
+		if k < 0 {
+			continue
+		}
+		before, after := caption[:k], caption[k+len(s.Phrase):]
 		for _, article := range []string{"a ", "an ", "A ", "An "} {
-			if k := strings.Index(caption, article+s.Phrase); k >= 0 && (k == 0 || caption[k-1] == ' ') {
-				art := indefiniteArticle(s.Category)
+			if rest, ok := strings.CutSuffix(before, article); ok && (rest == "" || strings.HasSuffix(rest, " ")) {
+				agreeing := data.IndefiniteArticle(s.Category)
 				if article[0] == 'A' {
-					art = strings.ToUpper(art[:1]) + art[1:]
+					agreeing = strings.ToUpper(agreeing[:1]) + agreeing[1:]
 				}
-				caption = caption[:k] + art + " " + s.Category + caption[k+len(article)+len(s.Phrase):]
-				replaced = true
+				before = rest + agreeing + " "
 				break
 			}
 		}
-		if !replaced {
-			caption = strings.Replace(caption, s.Phrase, s.Category, 1)
-		}
+		caption = before + s.Category + after
 	}
 	return caption, named
-}
-
-// indefiniteArticle is "an" before a vowel letter, else "a": the spelling
-// rule, which is what captions written by people and captioners follow
-// closely enough for a text encoder.
-func indefiniteArticle(word string) string {
-	if word != "" && strings.ContainsRune("aeiouAEIOU", rune(word[0])) {
-		return "an"
-	}
-	return "a"
 }
 
 // dropPhrases is b with the subjects of the rows whose d.PhraseDropout()
