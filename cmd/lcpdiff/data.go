@@ -31,6 +31,7 @@ var toyWorldFlags = []flagSpec{
 	{"images", "", toyDefaults.Images, "training images; the test set gets a quarter as many more"},
 	{"size", "", toyDefaults.Size, "frame side in pixels"},
 	{"frames", "", toyDefaults.Frames, "frames per clip"},
+	{"recolour", "", toyDefaults.Recolour, "share of training subjects drawn in a random two-colour palette, so that every colour is seen in both roles (test subjects keep their identity's)"},
 }
 
 func newToyWorldCommand(v *viper.Viper) *cobra.Command {
@@ -61,11 +62,12 @@ func toyWorld(v *viper.Viper, out io.Writer) error {
 		return fmt.Errorf("--seed %d: must be 0 or more", seed)
 	}
 	cfg := data.ToyWorldConfig{
-		Seed:   uint64(seed),
-		Clips:  v.GetInt("clips"),
-		Images: v.GetInt("images"),
-		Size:   v.GetInt("size"),
-		Frames: v.GetInt("frames"),
+		Seed:     uint64(seed),
+		Clips:    v.GetInt("clips"),
+		Images:   v.GetInt("images"),
+		Size:     v.GetInt("size"),
+		Frames:   v.GetInt("frames"),
+		Recolour: v.GetFloat64("recolour"),
 	}
 	start := time.Now()
 	sum, err := data.WriteToyWorld(dir, cfg)

@@ -21,6 +21,14 @@ type ToyWorldConfig struct {
 	Images int // training images; likewise
 	Size   int // side of every frame, in pixels
 	Frames int // frames per clip
+	// Recolour is the share of training subjects drawn in a random
+	// two-colour palette rather than their identity's (test subjects never
+	// are). The identities' palettes turn with shape and texture, so without
+	// it a colour keeps to one role (the held-out identities' first colour
+	// is green, which no training identity has first); recoloured subjects
+	// show every colour in both roles while the held-out shape-and-texture
+	// pairs stay unseen.
+	Recolour float64
 }
 
 // DefaultToyWorldConfig is about 200 training records of 64 x 64.
@@ -36,6 +44,8 @@ func (c ToyWorldConfig) check() error {
 		return fmt.Errorf("toy world: size %d: must be 32 to 1024 (smaller subjects lose their textures)", c.Size)
 	case c.Frames < 2 || c.Frames > 99:
 		return fmt.Errorf("toy world: %d frames: must be 2 to 99", c.Frames)
+	case !(c.Recolour >= 0 && c.Recolour <= 1):
+		return fmt.Errorf("toy world: recolour %g: must be a share from 0 to 1", c.Recolour)
 	}
 	return nil
 }
@@ -55,14 +65,25 @@ func (id Identity) Phrase() string {
 	return id.Palette[0] + "-" + id.Palette[1] + " " + toyTextureWords[id.Texture] + " " + id.Shape
 }
 
+// inPalette is the identity's shape and texture in colours a and b
+// (indices into toyColours): a training subject's look under
+// ToyWorldConfig.Recolour, named as an identity would be.
+func (id Identity) inPalette(a, b int) Identity {
+	id.Palette = [2]string{toyColours[a].name, toyColours[b].name}
+	id.RGB = [2][3]uint8{toyColours[a].rgb, toyColours[b].rgb}
+	id.ID = fmt.Sprintf("%s-%s-%s-%s", id.Shape, id.Texture, id.Palette[0], id.Palette[1])
+	return id
+}
+
 // toyHeldOut are the held-out identities: one per texture, each a
 // different shape, so every shape, texture and colour is still seen in
 // training, just not in these combinations. They lie on the anti-diagonal
 // of ToyIdentities' palette rotation (shape + texture = 2 mod 6), so all
 // four have green as their first colour, which no training identity has:
-// the zero-shot test asks for a colour in a new role too. Changing the set
-// changes every toy world and so the built-in model's provenance; the next
-// retraining should spread the first colours.
+// the zero-shot test asks for a colour in a new role too, unless
+// ToyWorldConfig.Recolour shows training subjects in other palettes. Changing
+// the set would change every toy world's test clips and so the built-in
+// model's provenance; Recolour leaves them as they are.
 var toyHeldOut = map[[2]string]bool{
 	{"triangle", "solid"}: true, {"square", "stripes"}: true,
 	{"circle", "dots"}: true, {"cross", "checks"}: true,
@@ -247,12 +268,25 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 	if !j.clip {
 		kind = 1
 	}
-	r := rand.New(rand.NewPCG(cfg.Seed, splitMix64(uint64(split)<<40|uint64(kind)<<32|uint64(j.n))))
+	key := uint64(split)<<40 | uint64(kind)<<32 | uint64(j.n)
+	r := rand.New(rand.NewPCG(cfg.Seed, splitMix64(key)))
 	frames := 1
 	if j.clip {
 		frames = cfg.Frames
 	}
 	scene := newToyScene(r, ids, j.kind, cfg.Size, frames)
+	// The look of each subject: its identity, or under Recolour another
+	// palette, drawn from a stream of its own so that the rest of the
+	// record is the same with Recolour or without.
+	looks := make([]Identity, len(scene.ids))
+	recolour := rand.New(rand.NewPCG(cfg.Seed, splitMix64(key|1<<48)))
+	for k, i := range scene.ids {
+		looks[k] = ids[i]
+		if !j.test && cfg.Recolour > 0 && recolour.Float64() < cfg.Recolour {
+			a := recolour.IntN(len(toyColours))
+			looks[k] = ids[i].inPalette(a, (a+1+recolour.IntN(len(toyColours)-1))%len(toyColours))
+		}
+	}
 	bg := drawBackground(toyBackgrounds[scene.background].name, cfg.Size, r)
 
 	// Paths in the manifest are relative to dir, where it lives.
@@ -265,10 +299,10 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 	if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(base)), 0o755); err != nil {
 		return nil, fmt.Errorf("toy world: %w", err)
 	}
-	caption, phrases := scene.caption(ids)
+	caption, phrases := scene.caption(looks)
 	rec := toyRecord{Caption: caption}
-	for k, i := range scene.ids {
-		rec.Subjects = append(rec.Subjects, toySubject{Category: ids[i].Shape, Phrase: phrases[k], ID: ids[i].ID})
+	for k, look := range looks {
+		rec.Subjects = append(rec.Subjects, toySubject{Category: look.Shape, Phrase: phrases[k], ID: look.ID})
 	}
 	var last Frame // the clip's last frame, for the test references
 	for t := range frames {
@@ -278,8 +312,8 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 		}
 		img := &RGB{W: bg.W, H: bg.H, Pix: append([]uint8(nil), bg.Pix...)}
 		last = Frame{Index: t, Image: img}
-		for k, i := range scene.ids {
-			mask := drawSubject(img, ids[i], scene.poses[k][t])
+		for k, look := range looks {
+			mask := drawSubject(img, look, scene.poses[k][t])
 			last.Masks = append(last.Masks, mask)
 			box, ok := maskBox(mask)
 			if !ok {

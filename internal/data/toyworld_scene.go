@@ -166,12 +166,12 @@ func posesFit(poses [][]pose, s float64) bool {
 	return true
 }
 
-// caption is "a P1, a P2 and a P3 on sand": each phrase as it is in the
-// caption, and the whole.
-func (s toyScene) caption(ids []Identity) (string, []string) {
+// caption is "a P1, a P2 and a P3 on sand" for subjects that look as
+// looks says: each phrase as it is in the caption, and the whole.
+func (s toyScene) caption(looks []Identity) (string, []string) {
 	var phrases, parts []string
-	for _, i := range s.ids {
-		p := ids[i].Phrase()
+	for _, look := range looks {
+		p := look.Phrase()
 		phrases = append(phrases, p)
 		parts = append(parts, IndefiniteArticle(p)+" "+p)
 	}

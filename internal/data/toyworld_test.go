@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,9 +178,101 @@ func TestWriteToyWorldRefuses(t *testing.T) {
 		{Clips: -1, Images: 5, Size: 64, Frames: 8},
 		{Clips: 1, Size: 16, Frames: 8},
 		{Clips: 1, Size: 64, Frames: 1},
+		{Clips: 1, Size: 64, Frames: 8, Recolour: 1.5},
+		{Clips: 1, Size: 64, Frames: 8, Recolour: math.NaN()},
 	} {
 		if _, err := WriteToyWorld(t.TempDir(), c); err == nil {
 			t.Errorf("%+v accepted", c)
 		}
+	}
+}
+
+// TestToyWorldRecolour: Recolour redraws a share of the training subjects
+// in other palettes, named so in caption, phrase and id, and changes
+// nothing else: same shapes, textures, poses, masks and grounds, the same
+// test set byte for byte, no held-out shape-and-texture pair in training.
+func TestToyWorldRecolour(t *testing.T) {
+	cfg := ToyWorldConfig{Seed: 3, Clips: 6, Images: 40, Size: 64, Frames: 3}
+	plain, recoloured := t.TempDir(), t.TempDir()
+	if _, err := WriteToyWorld(plain, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Recolour = 0.5
+	if _, err := WriteToyWorld(recoloured, cfg); err != nil {
+		t.Fatal(err)
+	}
+	fa, fb := readTree(t, plain), readTree(t, recoloured)
+	for name, b := range fa {
+		if strings.HasPrefix(name, "test") && !bytes.Equal(b, fb[name]) {
+			t.Fatalf("%s differs: test records are never recoloured", name)
+		}
+	}
+
+	rgb := map[string][3]uint8{}
+	for _, c := range ToyPalette() {
+		rgb[c.Name] = c.RGB
+	}
+	own := map[[2]string]Identity{}
+	for _, id := range ToyIdentities() {
+		own[[2]string{id.Shape, id.Texture}] = id
+	}
+	ma, err := LoadManifest(filepath.Join(plain, "train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := LoadManifest(filepath.Join(recoloured, "train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subjects, changed := 0, 0
+	for r, rec := range mb.Records {
+		before := ma.Records[r]
+		fb, err := rec.LoadFrame(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fa, err := before.LoadFrame(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caption := before.Caption
+		for k, s := range rec.Subjects {
+			parts := strings.Split(s.ID, "-") // shape-texture-colour-colour
+			id, ok := own[[2]string{parts[0], parts[1]}]
+			named := id
+			named.Palette = [2]string{parts[len(parts)-2], parts[len(parts)-1]}
+			if !ok || len(parts) != 4 || id.HeldOut || s.Category != id.Shape || s.Phrase != named.Phrase() {
+				t.Fatalf("training record %d subject %d: %+v", r, k, s)
+			}
+			subjects++
+			if s.ID != id.ID {
+				changed++
+			}
+			old := before.Subjects[k].Phrase
+			caption = strings.Replace(caption, IndefiniteArticle(old)+" "+old, IndefiniteArticle(s.Phrase)+" "+s.Phrase, 1)
+			look := [2][3]uint8{rgb[parts[2]], rgb[parts[3]]}
+			for p, v := range fb.Masks[k].Pix {
+				if v != fa.Masks[k].Pix[p] {
+					t.Fatalf("training record %d subject %d: the mask changed", r, k)
+				}
+				if v == 0 {
+					continue
+				}
+				// Each pixel is in the colour of the same role as before.
+				var was, is [3]uint8
+				copy(was[:], fa.Image.Pix[3*p:])
+				copy(is[:], fb.Image.Pix[3*p:])
+				if !(was == id.RGB[0] && is == look[0] || was == id.RGB[1] && is == look[1]) {
+					t.Fatalf("training record %d subject %d: pixel %v, was %v, palette %v", r, k, is, was, look)
+				}
+			}
+		}
+		if rec.Caption != caption {
+			t.Fatalf("training record %d: caption %q, want %q", r, rec.Caption, caption)
+		}
+	}
+	// Binomial(subjects, 0.5 * 29/30): the bounds are over 4 sigma out.
+	if lo, hi := subjects*3/10, subjects*7/10; changed < lo || changed > hi {
+		t.Fatalf("%d of %d training subjects recoloured, want about half", changed, subjects)
 	}
 }
