@@ -142,20 +142,33 @@ func runEval(ctx context.Context, v *viper.Viper, stdout, stderr io.Writer) erro
 		method = gen.method()
 	}
 
-	var bar *progressbar.ProgressBar
+	var (
+		bar      *progressbar.ProgressBar
+		barStage string
+	)
+	finishBar := func() {
+		if bar != nil {
+			bar.Finish()
+			fmt.Fprintln(stderr)
+			bar = nil
+		}
+	}
 	start, made := time.Now(), 0
 	cfg := eval.RunConfig{
 		Out: out, Bench: bench, Generator: gen, Method: method, Settings: settings, Models: models,
 		ClassOverride: override, Log: stderr, Rescore: v.GetBool("rescore"),
-		Progress: func(done, total int) {
-			made = done
+		Progress: func(stage string, done, total int) {
+			if stage == eval.StageImages {
+				made = done
+			}
 			if v.GetBool("quiet") {
 				return
 			}
-			if bar == nil {
-				start = time.Now()
+			if bar == nil || stage != barStage {
+				finishBar()
+				start, barStage = time.Now(), stage
 				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr),
-					progressbar.OptionSetDescription("images"), progressbar.OptionShowCount(),
+					progressbar.OptionSetDescription(stage), progressbar.OptionShowCount(),
 					progressbar.OptionShowIts(), progressbar.OptionSetItsString("img"),
 					progressbar.OptionSetPredictTime(true), progressbar.OptionSetElapsedTime(true))
 			}
@@ -163,10 +176,7 @@ func runEval(ctx context.Context, v *viper.Viper, stdout, stderr io.Writer) erro
 		},
 	}
 	sum, err := eval.Run(ctx, cfg)
-	if bar != nil {
-		bar.Finish()
-		fmt.Fprintln(stderr)
-	}
+	finishBar()
 	if err != nil {
 		return err
 	}

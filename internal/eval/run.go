@@ -109,10 +109,11 @@ type RunConfig struct {
 	Models Models
 	// ClassOverride is the --class-map file's mapping (may be nil).
 	ClassOverride map[string][]string
-	// Progress, when set, is called before the first image this process
-	// makes (done 0) and after each one, with how many of the total it has
-	// to make are done.
-	Progress func(done, total int)
+	// Progress, when set, is called before the first image of a stage
+	// (done 0) and after each one, with how many of the stage's total are
+	// done. The stages are "rescoring" (with Rescore, the recorded images)
+	// and then "images" (those this process makes).
+	Progress func(stage string, done, total int)
 	// Log receives notes (a dropped truncated record, the resume point).
 	Log io.Writer
 	// Rescore measures the images already recorded again, from their
@@ -173,7 +174,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Summary, error) {
 		defer scorer.Close()
 	}
 	if cfg.Rescore {
-		if err := rescore(cfg, scorer, items, rf, log); err != nil {
+		if err := rescore(ctx, cfg, scorer, items, rf, log); err != nil {
 			return nil, err
 		}
 	}
@@ -187,7 +188,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Summary, error) {
 		fmt.Fprintf(log, "resuming %s: %d of %d images already recorded\n", cfg.Out, len(items)-len(todo), len(items))
 	}
 	if cfg.Progress != nil && len(todo) > 0 {
-		cfg.Progress(0, len(todo))
+		cfg.Progress(StageImages, 0, len(todo))
 	}
 	for n, item := range todo {
 		if err := ctx.Err(); err != nil {
@@ -201,7 +202,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Summary, error) {
 			return nil, err
 		}
 		if cfg.Progress != nil {
-			cfg.Progress(n+1, len(todo))
+			cfg.Progress(StageImages, n+1, len(todo))
 		}
 	}
 	var metrics []string
@@ -303,17 +304,34 @@ func measure(cfg RunConfig, scorer Scorer, item *Item, img *data.RGB, rec *Recor
 	return nil
 }
 
+// The stages Run reports to RunConfig.Progress.
+const (
+	StageRescoring = "rescoring"
+	StageImages    = "images"
+)
+
 // rescore measures every recorded image of items again from its PNG (in
-// the order of items) and replaces records.jsonl in one rename, so a kill leaves the old records
-// or the new, never a mix. Records of items the run does not list are
-// kept as they are.
-func rescore(cfg RunConfig, scorer Scorer, items []Item, rf *recordsFile, log io.Writer) error {
-	n := 0
+// the order of items) and replaces records.jsonl in one rename, so a kill
+// or an interruption leaves the old records or the new, never a mix.
+// Records of items the run does not list are kept as they are.
+func rescore(ctx context.Context, cfg RunConfig, scorer Scorer, items []Item, rf *recordsFile, log io.Writer) error {
+	var recorded []int // indices into items
 	for i := range items {
-		old := rf.byID[items[i].ID]
-		if old == nil {
-			continue
+		if rf.byID[items[i].ID] != nil {
+			recorded = append(recorded, i)
 		}
+	}
+	progress := func(done int) {
+		if cfg.Progress != nil && len(recorded) > 0 {
+			cfg.Progress(StageRescoring, done, len(recorded))
+		}
+	}
+	progress(0)
+	for n, i := range recorded {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("interrupted rescoring, the records as they were: %w", err)
+		}
+		old := rf.byID[items[i].ID]
 		path := filepath.Join(cfg.Out, filepath.FromSlash(old.Image))
 		img, err := data.ReadImage(path)
 		if err != nil {
@@ -328,12 +346,12 @@ func rescore(cfg RunConfig, scorer Scorer, items []Item, rf *recordsFile, log io
 			return fmt.Errorf("rescore record %s: %w", old.ID, err)
 		}
 		rf.byID[rec.ID] = rec
-		n++
+		progress(n + 1)
 	}
 	if err := rf.rewrite(); err != nil {
 		return err
 	}
-	fmt.Fprintf(log, "rescored the %d recorded images of %s\n", n, cfg.Out)
+	fmt.Fprintf(log, "rescored the %d recorded images of %s\n", len(recorded), cfg.Out)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"image"
 	"image/color"
@@ -238,11 +239,30 @@ func TestRunRescoresRecordedImages(t *testing.T) {
 	gen := &fakeGenerator{}
 	cfg := testConfig(dir, bench, gen, m)
 	cfg.Rescore, cfg.Log = true, &log
+
+	// Interrupted, it leaves the records as they were.
+	before := readText(t, filepath.Join(dir, RecordsFile))
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Run(cancelled, cfg); err == nil || !strings.Contains(err.Error(), "interrupted rescoring") {
+		t.Fatalf("a cancelled rescore: %v", err)
+	}
+	if readText(t, filepath.Join(dir, RecordsFile)) != before {
+		t.Fatal("a cancelled rescore changed records.jsonl")
+	}
+
+	var progress []string
+	cfg.Progress = func(stage string, done, total int) {
+		progress = append(progress, fmt.Sprintf("%s %d/%d", stage, done, total))
+	}
 	if _, err := Run(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
 	if gen.calls != 0 || !strings.Contains(log.String(), "rescored the 4 recorded images") {
 		t.Errorf("rescore generated %d images; log:\n%s", gen.calls, log.String())
+	}
+	if want := "rescoring 0/4 rescoring 1/4 rescoring 2/4 rescoring 3/4 rescoring 4/4"; strings.Join(progress, " ") != want {
+		t.Errorf("progress %q, want %q", progress, want)
 	}
 	for _, it := range items {
 		var a, b Record
