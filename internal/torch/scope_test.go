@@ -280,3 +280,42 @@ func TestPeakRSS(t *testing.T) {
 		t.Fatalf("peak RSS %.1f MiB (%v) below the current %.1f MiB", mib, err, float64(rss(t))/(1<<20))
 	}
 }
+
+// The CUDA allocator's peak follows a tensor's allocation and a reset;
+// without a CUDA device it is a one-line error, never a crash.
+func TestCUDAPeakMemory(t *testing.T) {
+	if CUDADeviceCount() == 0 {
+		_, err := CUDAPeakMemory(0)
+		if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "CUDA") {
+			t.Fatalf("no CUDA: peak memory gave %v, want a one-line error", err)
+		}
+		if err := ResetCUDAPeakMemory(0); err == nil {
+			t.Fatal("no CUDA: a reset succeeded")
+		}
+		t.Logf("no CUDA device: %v", err)
+		return
+	}
+	if _, err := CUDAPeakMemory(CUDADeviceCount()); err == nil {
+		t.Fatal("a device past the last was read")
+	}
+	const mib64 = 64 << 20
+	if err := ResetCUDAPeakMemory(0); err != nil {
+		t.Fatal(err)
+	}
+	before, err := CUDAPeakMemory(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := Options{Device: CUDA(0)}.Zeros(mib64 / 4) // float32
+	peak, _ := CUDAPeakMemory(0)
+	x.Free()
+	if peak < before+mib64 {
+		t.Fatalf("peak %d bytes after a 64 MiB tensor, %d before", peak, before)
+	}
+	if err := ResetCUDAPeakMemory(0); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := CUDAPeakMemory(0); after >= peak {
+		t.Fatalf("peak %d bytes after the tensor was freed and the count reset, %d with it", after, peak)
+	}
+}

@@ -23,6 +23,7 @@ package torch
 import "C"
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -95,6 +96,26 @@ func CUDADeviceCount() int {
 	var n C.int
 	mustLib("cuda_device_count", C.lt_cuda_device_count(&n))
 	return int(n)
+}
+
+// CUDAPeakMemory is the most memory, in bytes, that tensors on CUDA device
+// held since the process began or ResetCUDAPeakMemory
+// (torch.cuda.max_memory_allocated); an error on a libtorch without CUDA.
+func CUDAPeakMemory(device int) (int64, error) {
+	var n C.int64_t
+	if err := C.lt_cuda_peak_memory(C.int(device), &n); err != nil {
+		return 0, errors.New("torch: " + takeError(err))
+	}
+	return int64(n), nil
+}
+
+// ResetCUDAPeakMemory starts CUDAPeakMemory's count afresh from what device
+// holds now.
+func ResetCUDAPeakMemory(device int) error {
+	if err := C.lt_cuda_reset_peak_memory(C.int(device)); err != nil {
+		return errors.New("torch: " + takeError(err))
+	}
+	return nil
 }
 
 // SetNumThreads sets libtorch's intra-op thread count, and OpenBLAS's pool to

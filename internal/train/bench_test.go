@@ -39,7 +39,9 @@ func benchEnv(b *testing.B, name string, def int) int {
 // LCPDIFF_BENCH_BATCH (default 1) and LCPDIFF_BENCH_SIZE (pixels, default
 // 256) set the run; the GPU measurement is batch 16 at 512. Peak
 // RSS only grows within a process: for each variant's own, run it alone
-// (-bench 'SD15AdapterStep/fp32-ckpt' -benchtime 1x).
+// (-bench 'SD15AdapterStep/fp32-ckpt' -benchtime 1x). On CUDA each variant
+// reports its own peak GPU memory (the allocator's, reset per variant;
+// weights and inputs included).
 func BenchmarkSD15AdapterStep(b *testing.B) {
 	device := torch.CPU
 	if d := os.Getenv("LCPDIFF_BENCH_DEVICE"); d != "" {
@@ -116,6 +118,12 @@ func BenchmarkSD15AdapterStep(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			u.SetGradientCheckpointing(v.ckpt)
 			defer u.SetGradientCheckpointing(false)
+			cuda := device.Type == torch.CUDADevice
+			if cuda { // the GPU's peak is the allocator's, and can be reset per variant
+				if err := torch.ResetCUDAPeakMemory(device.Index); err != nil {
+					b.Fatal(err)
+				}
+			}
 			step(v.amp) // warm-up
 			b.ResetTimer()
 			for range b.N {
@@ -125,6 +133,13 @@ func BenchmarkSD15AdapterStep(b *testing.B) {
 			b.ReportMetric(float64(b.N)*float64(batch)/b.Elapsed().Seconds(), "samples/s")
 			peak, _ := torch.PeakRSS()
 			b.Logf("%v, batch %d, %dx%d latents: peak RSS %.0f MiB (%.0f before the first step)", device, batch, latent, latent, peak, peak0)
+			if cuda {
+				gpu, err := torch.CUDAPeakMemory(device.Index)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(gpu)/(1<<20), "peak-GPU-MiB")
+			}
 		})
 	}
 }

@@ -67,6 +67,10 @@ lt_error lt_build_config(char **out);
 lt_error lt_library_path(char **out);
 lt_error lt_blas_info(char **library, int *openblas_threads);
 lt_error lt_cuda_device_count(int *count);
+/* The most bytes CUDA tensors held on device since the process began or
+ * the last reset (torch.cuda.max_memory_allocated); an error without CUDA. */
+lt_error lt_cuda_peak_memory(int device, int64_t *bytes);
+lt_error lt_cuda_reset_peak_memory(int device);
 lt_error lt_set_num_threads(int n);
 lt_error lt_get_num_threads(int *n);
 lt_error lt_manual_seed(uint64_t seed);

@@ -4,6 +4,9 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 #include <torch/version.h>
+#ifdef LT_WITH_CUDA_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <fstream>
 
@@ -134,6 +137,43 @@ lt_error lt_blas_info(char **library, int *openblas_threads) {
 
 lt_error lt_cuda_device_count(int *count) {
   LT_TRY *count = static_cast<int>(torch::cuda::device_count());
+  LT_CATCH
+}
+
+// The CUDA caching allocator's peak of bytes held by tensors, as
+// torch.cuda.max_memory_allocated reads it (statistic 0 is the aggregate
+// over its pools). Only a CUDA libtorch has the allocator; elsewhere these
+// say so.
+#ifdef LT_WITH_CUDA_STATS
+static c10::DeviceIndex cuda_stats_device(int device) {
+  if (device < 0 || device >= static_cast<int>(torch::cuda::device_count()))
+    throw std::invalid_argument("no CUDA device " + std::to_string(device) + " (" +
+                                std::to_string(torch::cuda::device_count()) + " present)");
+  return static_cast<c10::DeviceIndex>(device);
+}
+#endif
+
+lt_error lt_cuda_peak_memory(int device, int64_t *bytes) {
+  LT_TRY
+#ifdef LT_WITH_CUDA_STATS
+  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_stats_device(device));
+  *bytes = stats.allocated_bytes[0].peak;
+#else
+  (void)device;
+  (void)bytes;
+  throw std::runtime_error("CUDA memory statistics: the shim was built without them (a libtorch without CUDA, or its allocator's statistics did not compile)");
+#endif
+  LT_CATCH
+}
+
+lt_error lt_cuda_reset_peak_memory(int device) {
+  LT_TRY
+#ifdef LT_WITH_CUDA_STATS
+  c10::cuda::CUDACachingAllocator::resetPeakStats(cuda_stats_device(device));
+#else
+  (void)device;
+  throw std::runtime_error("CUDA memory statistics: the shim was built without them (a libtorch without CUDA, or its allocator's statistics did not compile)");
+#endif
   LT_CATCH
 }
 
