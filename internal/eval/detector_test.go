@@ -56,10 +56,9 @@ func TestDetectorEndToEnd(t *testing.T) {
 		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
 			defer torch.SetNumThreads(torch.NumThreads())
 			torch.SetNumThreads(threads)
-			atol := 1e-6 // the README's tolerance; 1 thread is bitwise
-			if threads == 1 {
-				atol = 0
-			}
+			// The README's tolerance: one thread is bitwise on an AMD EPYC,
+			// 5.96e-08 (boxes) and 1.79e-07 (scores) off on an Intel Xeon.
+			const atol = 1e-6
 			d := loadTinyDetector(t)
 			f := golden.File(t, "eval", "tiny_detector_golden.safetensors")
 			dets, err := d.Detect(goldenSources(t, f))
