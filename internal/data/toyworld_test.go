@@ -238,10 +238,13 @@ func TestToyWorldRecolour(t *testing.T) {
 		caption := before.Caption
 		for k, s := range rec.Subjects {
 			parts := strings.Split(s.ID, "-") // shape-texture-colour-colour
+			if len(parts) != 4 {
+				t.Fatalf("training record %d subject %d: id %q", r, k, s.ID)
+			}
 			id, ok := own[[2]string{parts[0], parts[1]}]
 			named := id
-			named.Palette = [2]string{parts[len(parts)-2], parts[len(parts)-1]}
-			if !ok || len(parts) != 4 || id.HeldOut || s.Category != id.Shape || s.Phrase != named.Phrase() {
+			named.Palette = [2]string{parts[2], parts[3]}
+			if !ok || id.HeldOut || s.Category != id.Shape || s.Phrase != named.Phrase() {
 				t.Fatalf("training record %d subject %d: %+v", r, k, s)
 			}
 			subjects++
