@@ -66,8 +66,8 @@ func (id Identity) Phrase() string {
 }
 
 // inPalette is the identity's shape and texture in colours a and b
-// (indices into toyColours): a training subject's look under
-// ToyWorldConfig.Recolour, named as an identity would be.
+// (indices into toyColours), named by them: an identity's own palette, or
+// a training subject's look under ToyWorldConfig.Recolour.
 func (id Identity) inPalette(a, b int) Identity {
 	id.Palette = [2]string{toyColours[a].name, toyColours[b].name}
 	id.RGB = [2][3]uint8{toyColours[a].rgb, toyColours[b].rgb}
@@ -98,14 +98,8 @@ func ToyIdentities() []Identity {
 		for s, shape := range toyShapes {
 			a := (s + t) % len(toyColours)
 			b := (a + 1 + t) % len(toyColours)
-			id := Identity{
-				Shape: shape, Texture: texture,
-				Palette: [2]string{toyColours[a].name, toyColours[b].name},
-				RGB:     [2][3]uint8{toyColours[a].rgb, toyColours[b].rgb},
-				HeldOut: toyHeldOut[[2]string{shape, texture}],
-			}
-			id.ID = fmt.Sprintf("%s-%s-%s-%s", shape, texture, id.Palette[0], id.Palette[1])
-			ids = append(ids, id)
+			id := Identity{Shape: shape, Texture: texture, HeldOut: toyHeldOut[[2]string{shape, texture}]}
+			ids = append(ids, id.inPalette(a, b))
 		}
 	}
 	return ids
