@@ -48,18 +48,22 @@ func doctor(out io.Writer, verbose bool) (err error) {
 	} else {
 		row("cuda", "not available (CPU only)")
 	}
-	blas, blasThreads := torch.BLAS()
-	row("blas", "%s", blas)
+	blas := torch.BLAS()
+	if blas.OpenBLASCore != "" {
+		row("blas", "%s (OpenBLAS kernels: %s)", blas.Libraries, blas.OpenBLASCore)
+	} else {
+		row("blas", "%s", blas.Libraries)
+	}
 	omp := os.Getenv("OPENBLAS_NUM_THREADS")
 	if omp == "" {
 		omp = "unset"
 	}
 	threads := fmt.Sprintf("libtorch %d intra-op on %d cores", torch.NumThreads(), runtime.NumCPU())
-	if blasThreads >= 0 {
-		threads += fmt.Sprintf("; OpenBLAS %d (OPENBLAS_NUM_THREADS=%s)", blasThreads, omp)
+	if blas.OpenBLASThreads >= 0 {
+		threads += fmt.Sprintf("; OpenBLAS %d (OPENBLAS_NUM_THREADS=%s)", blas.OpenBLASThreads, omp)
 	}
 	row("threads", "%s", threads)
-	if strings.Contains(blas, "/blas/libblas") {
+	if strings.Contains(blas.Libraries, "/blas/libblas") {
 		fmt.Fprintln(out, "warning: the reference BLAS is in use and matrix products will be slow; install libopenblas0-pthread")
 	}
 	if verbose {

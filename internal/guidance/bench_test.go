@@ -39,7 +39,7 @@ func BenchmarkGuidedStep(b *testing.B) {
 		Cond: cond, Probe: UNetProbe(u), Params: Params{Steps: 1},
 	}
 	weights := vmHWM()
-	_, blasThreads := torch.BLAS()
+	blasThreads := torch.BLAS().OpenBLASThreads
 
 	run := func(name string, f func()) {
 		b.Run(name, func(b *testing.B) {

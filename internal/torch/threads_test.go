@@ -10,13 +10,13 @@ import (
 // SetNumThreads sizes it too (unless OPENBLAS_NUM_THREADS says otherwise).
 func TestOpenBLASFollowsThreadCount(t *testing.T) {
 	defer SetNumThreads(NumThreads())
-	_, before := BLAS()
+	before := BLAS().OpenBLASThreads
 	for _, n := range []int{1, 2, 1} {
 		SetNumThreads(n)
 		if got := NumThreads(); got != n {
 			t.Fatalf("SetNumThreads(%d): libtorch has %d intra-op threads", n, got)
 		}
-		_, got := BLAS()
+		got := BLAS().OpenBLASThreads
 		want := n
 		switch {
 		case before < 0:

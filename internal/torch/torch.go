@@ -82,13 +82,19 @@ func LibraryPath() string {
 	return path
 }
 
-// BLAS names the BLAS libraries mapped into the process and OpenBLAS's own
-// thread count (-1 when OpenBLAS is not the BLAS in use).
-func BLAS() (libraries string, openblasThreads int) {
-	var s *C.char
+// BLASInfo says which BLAS libtorch's matrix products run on.
+type BLASInfo struct {
+	Libraries       string // the BLAS libraries mapped into the process
+	OpenBLASThreads int    // OpenBLAS's own pool; -1 when OpenBLAS is not the BLAS in use
+	OpenBLASCore    string // the kernel set OpenBLAS chose when it loaded ("Haswell", "SkylakeX"); "" when not OpenBLAS
+}
+
+// BLAS describes the BLAS in use.
+func BLAS() BLASInfo {
+	var libs, core *C.char
 	var n C.int
-	mustLib("blas_info", C.lt_blas_info(&s, &n))
-	return takeString(s), int(n)
+	mustLib("blas_info", C.lt_blas_info(&libs, &n, &core))
+	return BLASInfo{Libraries: takeString(libs), OpenBLASThreads: int(n), OpenBLASCore: takeString(core)}
 }
 
 // CUDADeviceCount is the number of CUDA devices libtorch can use (0 on a CPU build).

@@ -65,7 +65,9 @@ void lt_buffer_free(void *buf);
 lt_error lt_version(char **out);
 lt_error lt_build_config(char **out);
 lt_error lt_library_path(char **out);
-lt_error lt_blas_info(char **library, int *openblas_threads);
+/* The BLAS libraries mapped in; OpenBLAS's thread count and the kernel set
+ * it chose when it loaded (-1 and "" when OpenBLAS is not the BLAS). */
+lt_error lt_blas_info(char **library, int *openblas_threads, char **openblas_core);
 lt_error lt_cuda_device_count(int *count);
 /* The most bytes CUDA tensors held on device since the process began or
  * the last reset (torch.cuda.max_memory_allocated); an error without CUDA. */

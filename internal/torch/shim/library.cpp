@@ -113,7 +113,7 @@ lt_error lt_library_path(char **out) {
   LT_CATCH
 }
 
-lt_error lt_blas_info(char **library, int *openblas_threads) {
+lt_error lt_blas_info(char **library, int *openblas_threads, char **openblas_core) {
   LT_TRY
   // The BLAS actually mapped into the process: Debian picks it through
   // alternatives, so the build configuration alone cannot tell.
@@ -132,6 +132,9 @@ lt_error lt_blas_info(char **library, int *openblas_threads) {
   using get_threads = int (*)();
   if (auto fn = reinterpret_cast<get_threads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads")))
     *openblas_threads = fn();
+  using get_core = char *(*)();
+  auto core = reinterpret_cast<get_core>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  *openblas_core = lt::dup(core != nullptr ? core() : "");
   LT_CATCH
 }
 
