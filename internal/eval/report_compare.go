@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -48,5 +51,111 @@ func Compare(dirs []string) (string, error) {
 	if b.String()[b.Len()-1] != '\n' {
 		b.WriteString("\n")
 	}
+	paired, err := pairedTable(dirs, runs)
+	if err != nil {
+		return "", err
+	}
+	b.WriteString(paired)
 	return b.String(), nil
+}
+
+// pairedTable compares each run after the first with the first image by
+// image: for every per-image metric, the mean difference over the images
+// both runs made from the same item and seed, and its standard error.
+// Runs of one bench share their items' starting noise, so such a
+// difference is far less noisy than the difference of the table's rows,
+// and the standard error says whether it is more than noise. The mean is
+// over images, which a summary may weigh otherwise (the toy world averages
+// its identity per identity). "" when fewer than two runs have records.
+func pairedTable(dirs []string, runs []*Summary) (string, error) {
+	records := make([]map[string]*Record, len(dirs))
+	for i, d := range dirs {
+		path := filepath.Join(d, RecordsFile)
+		raw, err := os.ReadFile(path)
+		if os.IsNotExist(err) {
+			continue
+		} else if err != nil {
+			return "", err
+		}
+		recs, _, err := parseRecords(raw, path)
+		if err != nil {
+			return "", err
+		}
+		records[i] = map[string]*Record{}
+		for _, r := range recs {
+			records[i][r.ID] = r
+		}
+	}
+	if records[0] == nil {
+		return "", nil
+	}
+	ids := slices.Sorted(maps.Keys(records[0])) // a fixed order, so the sums are the same every time
+	var metrics []string
+	for _, r := range records[0] {
+		for m := range r.Metrics {
+			if !slices.Contains(metrics, m) {
+				metrics = append(metrics, m)
+			}
+		}
+	}
+	slices.Sort(metrics)
+	var rows [][]string
+	for i := 1; i < len(dirs); i++ {
+		if records[i] == nil {
+			continue
+		}
+		cells := []string{mdCell(runs[i].Method), ""}
+		images := 0
+		for _, m := range metrics {
+			var diffs []float64
+			for _, id := range ids {
+				a, b := records[0][id], records[i][id]
+				if b == nil || b.Seed != a.Seed || b.Prompt != a.Prompt {
+					continue
+				}
+				va, okA := a.Metrics[m]
+				vb, okB := b.Metrics[m]
+				if okA && okB {
+					diffs = append(diffs, vb-va)
+				}
+			}
+			images = max(images, len(diffs))
+			cells = append(cells, meanAndError(diffs))
+		}
+		if images == 0 {
+			continue // another bench's or seed's run: nothing to pair
+		}
+		cells[1] = fmt.Sprint(images)
+		rows = append(rows, cells)
+	}
+	if len(rows) == 0 || len(metrics) == 0 {
+		return "", nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nImage by image against %s (%s), the same items and seeds: mean difference ± standard error\n\n", mdCell(runs[0].Method), dirs[0])
+	row(&b, append([]string{"method", "images"}, metrics...))
+	row(&b, append([]string{"---"}, repeat("--:", len(metrics)+1)...))
+	for _, r := range rows {
+		row(&b, r)
+	}
+	return b.String(), nil
+}
+
+// meanAndError is the mean of d and its standard error (the sample
+// standard deviation over the square root of the count), "-" without two
+// values.
+func meanAndError(d []float64) string {
+	n := float64(len(d))
+	if len(d) < 2 {
+		return "-"
+	}
+	var sum, sq float64
+	for _, x := range d {
+		sum += x
+	}
+	mean := sum / n
+	for _, x := range d {
+		sq += (x - mean) * (x - mean)
+	}
+	return fmt.Sprintf("%+.3f ± %.3f", mean, math.Sqrt(sq/(n-1)/n))
 }

@@ -201,3 +201,54 @@ func f32(v []float64) []float32 {
 	}
 	return out
 }
+
+// Compare pairs each run's images with the first run's (same item, seed
+// and prompt) and reports the mean per-image difference of every metric
+// with its standard error; runs with nothing to pair add no row.
+func TestComparePairsImages(t *testing.T) {
+	write := func(method string, seed uint64, identity []float64) string {
+		dir := t.TempDir()
+		if err := writeJSONAtomic(filepath.Join(dir, SummaryFile), &Summary{Bench: "toyworld", Method: method, Images: len(identity)}); err != nil {
+			t.Fatal(err)
+		}
+		var lines []byte
+		for i, v := range identity {
+			rec := Record{ID: fmt.Sprintf("item%d/i0", i), Prompt: "a star on sand", Seed: seed + uint64(i),
+				Metrics: map[string]float64{"identity": v, "ground": 1}}
+			if i == 3 {
+				delete(rec.Metrics, "identity") // an image without the metric is left out of its pairs
+			}
+			b, err := json.Marshal(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines = append(append(lines, b...), '\n')
+		}
+		if err := os.WriteFile(filepath.Join(dir, RecordsFile), lines, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	full := write("full", 0, []float64{0, 1, 0.5, 0})
+	ablation := write("ablation", 0, []float64{1, 1, 0.5, 1})
+	otherSeeds := write("other seeds", 100, []float64{1, 1, 1, 1})
+	got, err := Compare([]string{full, ablation, otherSeeds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// identity: differences 1, 0, 0 (the fourth image has none): mean 1/3,
+	// standard deviation sqrt(1/3), standard error 1/3.
+	want := "\nImage by image against full (" + full + "), the same items and seeds: mean difference ± standard error\n\n" +
+		"| method | images | ground | identity |\n" +
+		"| --- | --: | --: | --: |\n" +
+		"| ablation | 4 | +0.000 ± 0.000 | +0.333 ± 0.333 |\n"
+	if !strings.HasSuffix(got, want) {
+		t.Errorf("compare\n%s\nwant it to end with\n%s", got, want)
+	}
+	if err := os.WriteFile(filepath.Join(ablation, RecordsFile), []byte("{not json\n{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compare([]string{full, ablation}); err == nil || !strings.Contains(err.Error(), filepath.Join(ablation, RecordsFile)+":1") {
+		t.Errorf("a damaged records file: %v", err)
+	}
+}

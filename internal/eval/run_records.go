@@ -68,34 +68,52 @@ func openRecords(path string, log io.Writer) (*recordsFile, error) {
 	if err != nil && !os.IsNotExist(err) {
 		return nil, err
 	}
+	recs, good, err := parseRecords(raw, path)
+	if err != nil {
+		return nil, err
+	}
+	if good < len(raw) {
+		fmt.Fprintf(log, "%s:%d: dropped a partial last record (an interrupted write); its image is made again\n", path, len(recs)+1)
+		if err := os.Truncate(path, int64(good)); err != nil {
+			return nil, err
+		}
+	}
 	rf := &recordsFile{path: path, byID: map[string]*Record{}}
-	good := 0 // bytes of whole, valid lines
-	for line := 1; good < len(raw); line++ {
-		end := bytes.IndexByte(raw[good:], '\n')
-		last := end < 0 || good+end+1 == len(raw)
-		var rec Record
-		if end < 0 || json.Unmarshal(raw[good:good+end], &rec) != nil || rec.ID == "" {
-			if !last {
-				return nil, fmt.Errorf("%s:%d: not a record (the file is damaged; only a partial last line is repaired)", path, line)
-			}
-			fmt.Fprintf(log, "%s:%d: dropped a partial last record (an interrupted write); its image is made again\n", path, line)
-			if err := os.Truncate(path, int64(good)); err != nil {
-				return nil, err
-			}
-			break
-		}
-		if rf.byID[rec.ID] != nil {
-			return nil, fmt.Errorf("%s:%d: record %s appears twice", path, line, rec.ID)
-		}
-		rf.byID[rec.ID] = &rec
+	for _, rec := range recs {
+		rf.byID[rec.ID] = rec
 		rf.order = append(rf.order, rec.ID)
-		good += end + 1
 	}
 	rf.f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	return rf, atomicfile.SyncDir(filepath.Dir(path))
+}
+
+// parseRecords returns the records of raw, the bytes of path, in file
+// order, and the bytes their whole lines take: less than len(raw) when
+// the last line is partial (an interrupted write), which is left out. Any
+// other damage, and an ID twice, is an error.
+func parseRecords(raw []byte, path string) (recs []*Record, good int, err error) {
+	seen := map[string]bool{}
+	for line := 1; good < len(raw); line++ {
+		end := bytes.IndexByte(raw[good:], '\n')
+		last := end < 0 || good+end+1 == len(raw)
+		var rec Record
+		if end < 0 || json.Unmarshal(raw[good:good+end], &rec) != nil || rec.ID == "" {
+			if !last {
+				return nil, 0, fmt.Errorf("%s:%d: not a record (the file is damaged; only a partial last line is repaired)", path, line)
+			}
+			break
+		}
+		if seen[rec.ID] {
+			return nil, 0, fmt.Errorf("%s:%d: record %s appears twice", path, line, rec.ID)
+		}
+		seen[rec.ID] = true
+		recs = append(recs, &rec)
+		good += end + 1
+	}
+	return recs, good, nil
 }
 
 // checkAgainst makes sure the records were made for these items: the same
