@@ -66,6 +66,9 @@ func doctor(out io.Writer, verbose bool) (err error) {
 	if strings.Contains(blas.Libraries, "/blas/libblas") {
 		fmt.Fprintln(out, "warning: the reference BLAS is in use and matrix products will be slow; install libopenblas0-pthread")
 	}
+	if better := torch.BetterBLASCore(); better != "" {
+		fmt.Fprintf(out, "warning: OpenBLAS runs its %s kernels where this CPU runs its faster %s ones: set OPENBLAS_CORETYPE=%s, or leave it unset for lcpdiff to choose\n", blas.OpenBLASCore, better, better)
+	}
 	if verbose {
 		fmt.Fprintf(out, "\n%s\n", strings.TrimSpace(config))
 	}

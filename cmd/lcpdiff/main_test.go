@@ -41,6 +41,11 @@ func TestDoctor(t *testing.T) {
 			t.Fatalf("doctor output lacks %q:\n%s", want, out)
 		}
 	}
+	// This process did not re-execute itself (only main does), so where
+	// OpenBLAS fell back to old kernels doctor says how to get the CPU's.
+	if better := torch.BetterBLASCore(); strings.Contains(out, "OPENBLAS_CORETYPE=") != (better != "") {
+		t.Errorf("OpenBLAS could run %q kernels, and doctor says:\n%s", better, out)
+	}
 	verbose, err := run(t, "doctor", "-v")
 	if err != nil || !strings.Contains(verbose, "PyTorch built with") {
 		t.Fatalf("doctor -v: %v\n%s", err, verbose)

@@ -51,6 +51,13 @@ func betterBLASCore(loaded string, v vectorUnits) string {
 	return ""
 }
 
+// BetterBLASCore is the OPENBLAS_CORETYPE this CPU could run faster than
+// the kernels OpenBLAS runs now, or "" when they are the right ones (or the
+// BLAS is not OpenBLAS).
+func BetterBLASCore() string {
+	return betterBLASCore(BLAS().OpenBLASCore, hostVectorUnits())
+}
+
 // UseFastBLASKernels re-executes the program with OPENBLAS_CORETYPE set when
 // OpenBLAS fell back to kernels older than the CPU. It returns only when
 // there was nothing to do, or with the error of a re-execution that failed
@@ -61,7 +68,7 @@ func UseFastBLASKernels() error {
 	if _, set := os.LookupEnv("OPENBLAS_CORETYPE"); set {
 		return nil
 	}
-	core := betterBLASCore(BLAS().OpenBLASCore, hostVectorUnits())
+	core := BetterBLASCore()
 	if core == "" {
 		return nil
 	}
