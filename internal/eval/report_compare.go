@@ -66,7 +66,8 @@ func Compare(dirs []string) (string, error) {
 // difference is far less noisy than the difference of the table's rows,
 // and the standard error says whether it is more than noise. The mean is
 // over images, which a summary may weigh otherwise (the toy world averages
-// its identity per identity). "" when fewer than two runs have records.
+// its identity per identity). "" when the first run has no records or no
+// other run shares its images.
 func pairedTable(dirs []string, runs []*Summary) (string, error) {
 	records := make([]map[string]*Record, len(dirs))
 	for i, d := range dirs {
@@ -91,8 +92,8 @@ func pairedTable(dirs []string, runs []*Summary) (string, error) {
 	}
 	ids := slices.Sorted(maps.Keys(records[0])) // a fixed order, so the sums are the same every time
 	var metrics []string
-	for _, r := range records[0] {
-		for m := range r.Metrics {
+	for _, id := range ids {
+		for m := range records[0][id].Metrics {
 			if !slices.Contains(metrics, m) {
 				metrics = append(metrics, m)
 			}
