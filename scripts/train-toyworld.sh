@@ -6,7 +6,10 @@
 #
 # Every stage is seeded, and each is an ordinary lcpdiff command that can be
 # run, stopped (Ctrl-C checkpoints) and resumed on its own:
-#   1. the toy world: 800 training clips and 400 images of 64x64 (seed 0);
+#   1. the toy world: 800 training clips and 400 images of 64x64 (seed 0;
+#      RECOLOUR=P draws that share of its training subjects in random
+#      palettes, `data toyworld --recolour`: an experiment, the built-in
+#      model's recipe is 0);
 #   2. a freshly initialised model folder (configs/toyworld-model.yaml, seed 0);
 #   3. its VAE, trained on the training frames;
 #   4. on one core its decoder alone further (the latents, and so every
@@ -35,7 +38,7 @@ step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)" >&2; }
 
 if [ ! -f "$WORK/data/train.jsonl" ]; then
 	step "toy world"
-	"$BIN" data toyworld --out "$WORK/data" --clips 800 --images 400 --seed 0
+	"$BIN" data toyworld --out "$WORK/data" --clips 800 --images 400 --seed 0 --recolour "${RECOLOUR:-0}"
 fi
 if [ ! -f "$WORK/model/model_index.json" ]; then
 	step "fresh model"
