@@ -101,8 +101,18 @@ func TestEvalRoundTripsTheTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("AP50 %v, identity %v", *sum.Scores.AP50, sum.Scores.Metrics["identity"])
+	t.Logf("AP50 %v, scores %v", *sum.Scores.AP50, sum.Scores.Metrics)
 	if id := sum.Scores.Metrics["identity"]; id < 0.8 || sum.Scores.AP50 == nil || *sum.Scores.AP50 < 0.75 {
 		t.Errorf("ceiling scores %+v", sum.Scores)
+	}
+	// The zero-shot subjects' parts are measured too. Read among every
+	// shape, texture and colour rather than among the 24 identities, they
+	// are harder to read through the VAE: on 120 validation clips the
+	// ceiling is shape 0.924, texture 0.944, palette 0.861 (identity
+	// 0.924); on these 8 images one checked cross reads as a triangle.
+	for _, m := range []string{"shape_zero_shot", "texture_zero_shot", "palette_zero_shot"} {
+		if v, ok := sum.Scores.Metrics[m]; !ok || v < 0 || v > 1 {
+			t.Errorf("ceiling %s %v (measured: %v)", m, v, ok)
+		}
 	}
 }

@@ -65,10 +65,10 @@ func (id Identity) Phrase() string {
 	return id.Palette[0] + "-" + id.Palette[1] + " " + toyTextureWords[id.Texture] + " " + id.Shape
 }
 
-// inPalette is the identity's shape and texture in colours a and b
-// (indices into toyColours), named by them: an identity's own palette, or
+// InPalette is the identity's shape and texture in colours a and b
+// (indices into ToyPalette), named by them: an identity's own palette, or
 // a training subject's look under ToyWorldConfig.Recolour.
-func (id Identity) inPalette(a, b int) Identity {
+func (id Identity) InPalette(a, b int) Identity {
 	id.Palette = [2]string{toyColours[a].name, toyColours[b].name}
 	id.RGB = [2][3]uint8{toyColours[a].rgb, toyColours[b].rgb}
 	id.ID = fmt.Sprintf("%s-%s-%s-%s", id.Shape, id.Texture, id.Palette[0], id.Palette[1])
@@ -99,7 +99,7 @@ func ToyIdentities() []Identity {
 			a := (s + t) % len(toyColours)
 			b := (a + 1 + t) % len(toyColours)
 			id := Identity{Shape: shape, Texture: texture, HeldOut: toyHeldOut[[2]string{shape, texture}]}
-			ids = append(ids, id.inPalette(a, b))
+			ids = append(ids, id.InPalette(a, b))
 		}
 	}
 	return ids
@@ -278,7 +278,7 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 		looks[k] = ids[i]
 		if !j.test && cfg.Recolour > 0 && recolour.Float64() < cfg.Recolour {
 			a := recolour.IntN(len(toyColours))
-			looks[k] = ids[i].inPalette(a, (a+1+recolour.IntN(len(toyColours)-1))%len(toyColours))
+			looks[k] = ids[i].InPalette(a, (a+1+recolour.IntN(len(toyColours)-1))%len(toyColours))
 		}
 	}
 	bg := drawBackground(toyBackgrounds[scene.background].name, cfg.Size, r)

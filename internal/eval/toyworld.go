@@ -24,6 +24,10 @@ import (
 //   - identity: the fraction of subjects the identity score names right
 //     (shape, texture and both colours), and the same over the zero-shot
 //     subjects alone (identity_zero_shot; images without one have none);
+//   - shape, texture and palette of the zero-shot subjects one by one
+//     (shape_zero_shot, texture_zero_shot, palette_zero_shot, from
+//     IdentifyToyParts; the palette counts as right with both colours in
+//     either role): which part of a new identity a model gets wrong;
 //   - ground: whether the caption's ground is what surrounds the boxes.
 
 func init() { RegisterBench("toyworld", openToyWorld) }
@@ -33,6 +37,10 @@ const (
 	metricIdentity = "identity"
 	metricZeroShot = "identity_zero_shot"
 	metricGround   = "ground"
+
+	metricShapeZeroShot   = "shape_zero_shot"
+	metricTextureZeroShot = "texture_zero_shot"
+	metricPaletteZeroShot = "palette_zero_shot"
 )
 
 type toyWorldBench struct {
@@ -123,13 +131,17 @@ func findIdentity(ids []data.Identity, id string) (data.Identity, bool) {
 // toyScorer is the toy world's detector and identity score.
 type toyScorer struct{ ids []data.Identity }
 
-func (s *toyScorer) Metrics() []string { return []string{metricIdentity, metricZeroShot, metricGround} }
-func (s *toyScorer) Detects() bool     { return true }
-func (s *toyScorer) Close()            {}
+func (s *toyScorer) Metrics() []string {
+	return []string{metricIdentity, metricZeroShot, metricGround, metricShapeZeroShot, metricTextureZeroShot, metricPaletteZeroShot}
+}
+
+func (s *toyScorer) Detects() bool { return true }
+func (s *toyScorer) Close()        {}
 
 // Score implements Scorer.
 func (s *toyScorer) Score(item *Item, img *data.RGB) (ImageScores, error) {
 	var right, zeroShot, zeroShotRight int
+	var parts [3]int // zero-shot subjects with the right shape, texture, palette
 	var boxes [][4]float64
 	for _, sub := range item.Subjects {
 		boxes = append(boxes, sub.Box)
@@ -144,6 +156,12 @@ func (s *toyScorer) Score(item *Item, img *data.RGB) (ImageScores, error) {
 			if ok {
 				zeroShotRight++
 			}
+			p := IdentifyToyParts(img, sub.Box)
+			for k, hit := range []bool{p.Shape == id.Shape, p.Texture == id.Texture, p.SameColours(id)} {
+				if hit {
+					parts[k]++
+				}
+			}
 		}
 	}
 	scores := ImageScores{Metrics: map[string]float64{
@@ -152,6 +170,9 @@ func (s *toyScorer) Score(item *Item, img *data.RGB) (ImageScores, error) {
 	}}
 	if zeroShot > 0 {
 		scores.Metrics[metricZeroShot] = float64(zeroShotRight) / float64(zeroShot)
+		for k, m := range []string{metricShapeZeroShot, metricTextureZeroShot, metricPaletteZeroShot} {
+			scores.Metrics[m] = float64(parts[k]) / float64(zeroShot)
+		}
 	}
 	classes := PaletteClasses()
 	for _, d := range DetectToy(img) {

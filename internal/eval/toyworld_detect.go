@@ -280,6 +280,55 @@ func IdentifyToy(img *data.RGB, box [4]float64, ids []data.Identity) ToyIdentifi
 	return best
 }
 
+// ToyParts are the looks in a box one by one, to tell which part of an
+// identity a model misses: a subject can be right in shape and texture
+// and wrong in one colour, which the identity score alone counts as a
+// plain miss.
+type ToyParts struct {
+	Shape, Texture string    // "" when the box holds no subject
+	Colours        [2]string // the box's two commonest palette colours, in the roles the best rendering gives them
+}
+
+// IdentifyToyParts reads the parts of the subject in box (normalised) of
+// img: the colours by counting the box's pixels, the shape and texture as
+// IdentifyToy names them among every shape and texture of the toy world
+// drawn in those two colours (in either role), so that a wrong colour
+// cannot make a right shape lose.
+func IdentifyToyParts(img *data.RGB, box [4]float64) ToyParts {
+	labels := subjectLabels(img)
+	x0, y0, x1, y1 := boxPixels(box, img.W, img.H)
+	counts := make([]int, groundLabel)
+	for y := y0; y < y1; y++ {
+		for x := x0; x < x1; x++ {
+			if l := labels[y*img.W+x]; l < groundLabel {
+				counts[l]++
+			}
+		}
+	}
+	order := make([]int, groundLabel)
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int { return counts[j] - counts[i] })
+	a, b := order[0], order[1]
+	var candidates []data.Identity
+	for _, id := range data.ToyIdentities() { // every shape with every texture
+		candidates = append(candidates, id.InPalette(a, b), id.InPalette(b, a))
+	}
+	got := IdentifyToy(img, box, candidates)
+	if got.Identity == "" {
+		return ToyParts{}
+	}
+	id, _ := findIdentity(candidates, got.Identity)
+	return ToyParts{Shape: id.Shape, Texture: id.Texture, Colours: id.Palette}
+}
+
+// SameColours is whether the parts' colours are the identity's, in
+// either role.
+func (p ToyParts) SameColours(id data.Identity) bool {
+	return p.Colours == id.Palette || p.Colours == [2]string{id.Palette[1], id.Palette[0]}
+}
+
 // The poses IdentifyToy tries: turns of the full circle, and radii
 // around the one the area implies (a generated subject's area is only
 // roughly its shape's).

@@ -31,6 +31,7 @@ func TestToyDetectorOnGroundTruth(t *testing.T) {
 	var dets []Detection
 	var images []int
 	subjects, named, grounds := 0, 0, 0
+	var parts [3]int // right shape, texture, colours
 	for i, rec := range m.Records {
 		f, err := rec.LoadFrame(0)
 		if err != nil {
@@ -48,6 +49,12 @@ func TestToyDetectorOnGroundTruth(t *testing.T) {
 			} else if testing.Verbose() {
 				t.Logf("%s: %s identified as %q (%.2f)", rec.Frames[0], sub.ID, got.Identity, got.Agreement)
 			}
+			p := IdentifyToyParts(f.Image, box)
+			for k, right := range []bool{p.Shape == sub.Category, p.Texture == byID[sub.ID].Texture, p.SameColours(byID[sub.ID])} {
+				if right {
+					parts[k]++
+				}
+			}
 		}
 		for _, d := range DetectToy(f.Image) {
 			dets = append(dets, Detection{ImageID: i, CategoryID: d.Class, Box: PixelBox(d.Box, 64, 64), Score: d.Score})
@@ -61,13 +68,18 @@ func TestToyDetectorOnGroundTruth(t *testing.T) {
 		classes[i] = i
 	}
 	st := EvaluateBoxes(gts, dets, images, classes)
-	t.Logf("%d frames, %d subjects: AP %.3f AP50 %.3f AP75 %.3f; identities %d/%d; grounds %d/%d",
-		len(images), subjects, st.AP, st.AP50, st.AP75, named, subjects, grounds, len(images))
+	t.Logf("%d frames, %d subjects: AP %.3f AP50 %.3f AP75 %.3f; identities %d/%d; shapes, textures, colours %v; grounds %d/%d",
+		len(images), subjects, st.AP, st.AP50, st.AP75, named, subjects, parts, grounds, len(images))
 	if st.AP50 < 0.95 || st.AP < 0.8 {
 		t.Errorf("AP %.3f, AP50 %.3f on the ground truth", st.AP, st.AP50)
 	}
 	if float64(named) < 0.95*float64(subjects) {
 		t.Errorf("identified %d of %d subjects", named, subjects)
+	}
+	for k, n := range parts {
+		if float64(n) < 0.95*float64(subjects) {
+			t.Errorf("%s right for %d of %d subjects", []string{"shape", "texture", "colours"}[k], n, subjects)
+		}
 	}
 	if grounds != len(images) {
 		t.Errorf("named the ground of %d of %d frames", grounds, len(images))
@@ -139,5 +151,47 @@ func TestToyDetectorGreenOffGrass(t *testing.T) {
 	}
 	if g := GroundOf(img, [][4]float64{want}); g != "sand" {
 		t.Errorf("ground %q, want sand", g)
+	}
+}
+
+// A subject drawn in colours not its own is a miss for the identity score
+// but keeps its shape and texture for IdentifyToyParts, which names the
+// colours it was drawn in; swapping its two colours' roles keeps its
+// palette right.
+func TestToyPartsTellColoursFromShape(t *testing.T) {
+	const size = 64
+	box := [4]float64{16.0 / size, 16.0 / size, 48.0 / size, 48.0 / size}
+	shapes, textures := map[string]bool{}, map[string]bool{}
+	for _, id := range data.ToyIdentities() {
+		if shapes[id.Shape] && textures[id.Texture] {
+			continue // every shape and every texture once is enough, and quicker
+		}
+		shapes[id.Shape], textures[id.Texture] = true, true
+		a, b := colourIndex(id.Palette[0]), colourIndex(id.Palette[1])
+		other := (b + 1) % len(data.ToyPalette())
+		if other == a {
+			other = (other + 1) % len(data.ToyPalette())
+		}
+		for _, c := range []struct {
+			look        data.Identity
+			rightColour bool
+		}{{id, true}, {id.InPalette(b, a), true}, {id.InPalette(a, other), false}} {
+			img := data.NewRGB(size, size)
+			sand := data.ToyGrounds()[1].RGB
+			for i := range size * size {
+				copy(img.Pix[3*i:], sand[:])
+			}
+			data.RenderSubject(img, c.look, 32, 32, 13, 0.3)
+			p := IdentifyToyParts(img, box)
+			if p.Shape != id.Shape || p.Texture != id.Texture || p.SameColours(id) != c.rightColour {
+				t.Errorf("%s drawn as %s: parts %+v", id.ID, c.look.ID, p)
+			}
+			if p.Colours != c.look.Palette && p.Colours != [2]string{c.look.Palette[1], c.look.Palette[0]} {
+				t.Errorf("%s drawn as %s: colours %v", id.ID, c.look.ID, p.Colours)
+			}
+		}
+	}
+	if p := IdentifyToyParts(data.NewRGB(size, size), box); p != (ToyParts{}) {
+		t.Errorf("an empty box: %+v", p)
 	}
 }
