@@ -108,7 +108,7 @@ func TestEvalRoundTripsTheTargets(t *testing.T) {
 	// The zero-shot subjects' parts are measured too. Read among every
 	// shape, texture and colour rather than among the 24 identities, they
 	// are harder to read through the VAE: on 120 validation clips the
-	// ceiling is shape 0.924, texture 0.944, palette 0.861 (identity
+	// ceiling is shape 0.924, texture 0.944, palette 0.861 (zero-shot identity
 	// 0.924); on these 8 images one checked cross reads as a triangle.
 	for _, m := range []string{"shape_zero_shot", "texture_zero_shot", "palette_zero_shot"} {
 		if v, ok := sum.Scores.Metrics[m]; !ok || v < 0 || v > 1 {
