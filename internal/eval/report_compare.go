@@ -105,28 +105,28 @@ func pairedTable(dirs []string, runs []*Summary) (string, error) {
 		if records[i] == nil {
 			continue
 		}
-		cells := []string{mdCell(runs[i].Method), ""}
-		images := 0
+		var pairs [][2]*Record // the same item, seed and prompt
+		for _, id := range ids {
+			a, b := records[0][id], records[i][id]
+			if b != nil && b.Seed == a.Seed && b.Prompt == a.Prompt {
+				pairs = append(pairs, [2]*Record{a, b})
+			}
+		}
+		if len(pairs) == 0 {
+			continue // another bench's or seed's run: nothing to pair
+		}
+		cells := []string{mdCell(runs[i].Method), fmt.Sprint(len(pairs))}
 		for _, m := range metrics {
 			var diffs []float64
-			for _, id := range ids {
-				a, b := records[0][id], records[i][id]
-				if b == nil || b.Seed != a.Seed || b.Prompt != a.Prompt {
-					continue
-				}
-				va, okA := a.Metrics[m]
-				vb, okB := b.Metrics[m]
+			for _, p := range pairs {
+				va, okA := p[0].Metrics[m]
+				vb, okB := p[1].Metrics[m]
 				if okA && okB {
 					diffs = append(diffs, vb-va)
 				}
 			}
-			images = max(images, len(diffs))
 			cells = append(cells, meanAndError(diffs))
 		}
-		if images == 0 {
-			continue // another bench's or seed's run: nothing to pair
-		}
-		cells[1] = fmt.Sprint(images)
 		rows = append(rows, cells)
 	}
 	if len(rows) == 0 || len(metrics) == 0 {
