@@ -217,3 +217,29 @@ func TestTrainDataParallel(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestTrainConfigsInRepo reads every training config under configs/: a key
+// misspelt in one (an unknown key is an error) would otherwise surface only
+// hours into scripts/train-toyworld.sh. Each gets as far as the data
+// manifest, which does not exist.
+func TestTrainConfigsInRepo(t *testing.T) {
+	paths, err := filepath.Glob("../../configs/toyworld-*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := 0
+	for _, path := range paths {
+		if filepath.Base(path) == "toyworld-model.yaml" { // model init's, not train's
+			continue
+		}
+		read++
+		missing := filepath.Join(t.TempDir(), "train.jsonl")
+		_, err := run(t, "--config", path, "train", "-m", t.TempDir(), "--data", missing, "--out", t.TempDir())
+		if err == nil || strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), missing) {
+			t.Errorf("%s: got %v, want only the missing manifest's error", path, err)
+		}
+	}
+	if read < 6 {
+		t.Errorf("read %d training configs, want the toy world's stages (tiny, base, lcp, polish...)", read)
+	}
+}
