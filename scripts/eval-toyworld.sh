@@ -8,7 +8,9 @@
 # DATA_DIR is `lcpdiff data toyworld --clips 800 --images 400 --seed 0`
 # (written if missing: the training set's seed, so its test clips are the
 # ones held out of training). Every row uses the same items, seeds and
-# starting noise; a row that was stopped resumes where it was.
+# starting noise; a row that was stopped resumes where it was. Rows run
+# JOBS at a time (default: one per THREADS cores), quietly when more than
+# one: each is a separate process and its numbers do not depend on that.
 set -euo pipefail
 
 BIN=${BIN:-build/bin/lcpdiff}
@@ -17,16 +19,24 @@ OUT=${2:-runs/toyworld/eval}
 LIMIT=${LIMIT:-40}   # test clips, one image each: every other one has a zero-shot identity
 STEPS=${STEPS:-25}
 THREADS=${THREADS:-1}
+JOBS=${JOBS:-$(($(nproc) / THREADS))}
+[ "$JOBS" -ge 1 ] || JOBS=1
+quiet=()
+[ "$JOBS" -gt 1 ] && quiet=(-q)
 
 if [ ! -f "$DATA/test.jsonl" ]; then
 	"$BIN" data toyworld --out "$DATA" --clips 800 --images 400 --seed 0
 fi
 
-row() { # row NAME METHOD FLAGS...
+pids=()
+row() { # row NAME METHOD FLAGS...: started once fewer than JOBS rows run
 	local name=$1 method=$2
 	shift 2
+	while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+	[ "$JOBS" -gt 1 ] && echo "row $name ($(date +%T))" >&2
 	"$BIN" --threads "$THREADS" eval --bench toyworld --data "$DATA" --limit "$LIMIT" \
-		--images-per-prompt 1 --steps "$STEPS" --method "$method" --out "$OUT/$name" "$@"
+		--images-per-prompt 1 --steps "$STEPS" --method "$method" --out "$OUT/$name" "${quiet[@]}" "$@" &
+	pids+=($!)
 }
 
 # The test frames themselves through the model's VAE: every generated
@@ -41,5 +51,6 @@ row ip-only "IP-Adapter only" --static-scale 0 --grounding-tau 0 --no-guidance -
 # Every strength 0 and no guidance is the base model exactly (a test checks
 # that LCP generation then equals text-to-image bit for bit).
 row base "base only" --ip-scale 0 --static-scale 0 --grounding-tau 0 --no-guidance
+for pid in "${pids[@]}"; do wait "$pid"; done
 
 "$BIN" eval --compare "$OUT"/{vae,full,no-guidance,no-grounding,no-static,no-dynamic,ip-only,base} | tee "$OUT/table3.md"
