@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -48,4 +49,26 @@ func addFlags(cmd *cobra.Command, persistent bool, specs []flagSpec) {
 // persistent ones) the flag layer of v.
 func bindFlags(v *viper.Viper, cmd *cobra.Command) error {
 	return v.BindPFlags(cmd.Flags())
+}
+
+// fill breaks text into lines of at most width columns at its spaces, for a
+// help paragraph part of which is generated (a word longer than width
+// keeps a line to itself).
+func fill(text string, width int) string {
+	var b strings.Builder
+	line := 0
+	for i, w := range strings.Fields(text) {
+		switch {
+		case i == 0:
+		case line+1+len(w) > width:
+			b.WriteByte('\n')
+			line = 0
+		default:
+			b.WriteByte(' ')
+			line++
+		}
+		b.WriteString(w)
+		line += len(w)
+	}
+	return b.String()
 }

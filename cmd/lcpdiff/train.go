@@ -52,16 +52,12 @@ func newTrainCommand(v *viper.Viper) *cobra.Command {
 		Short: "Train an LCP adapter on a data manifest, the Stable Diffusion model frozen",
 		Long: `Train an LCP adapter on a data manifest, the Stable Diffusion model frozen.
 
-The run is described by the YAML file of the root --config flag, which holds
-the training keys (steps, batch_size, grad_accum, lr, lr_scheduler,
-lr_warmup_steps, betas, weight_decay, clip_grad_norm, text_dropout,
-image_dropout, dropped_image, seed, log_every, sample_every,
-checkpoint_every, out_dir, trainable, resolution, conditioner, resampler,
-mixed_precision, gradient_checkpointing, resume) beside this command's flag
-names (model, data, adapter, ...), as in configs/toyworld-tiny.yaml.
-Keys the file leaves out keep their defaults; any other key is an error. The
-flags --out, --resume, --steps, --lr and --seed, given on the command line,
-override the file.
+` + fill("The run is described by the YAML file of the root --config flag, which holds "+
+			"the training keys ("+strings.Join(train.ConfigKeys(), ", ")+") beside this command's flag "+
+			"names (model, data, adapter, ...), as in configs/toyworld-tiny.yaml. "+
+			"Keys the file leaves out keep their defaults; any other key is an error. The "+
+			"flags --out, --resume, --steps, --lr and --seed, given on the command line, "+
+			"override the file.", 76) + `
 
 A run writes train.csv, loss.png and checkpoints/step-N into its output
 folder. Ctrl-C stops it after the current step with a checkpoint; continue
@@ -74,12 +70,13 @@ index on its machine), MASTER_ADDR and MASTER_PORT (where rank 0 listens).
 Each rank reads its own share of the data (rank r takes samples r, r+W,
 r+2W, ...), so W ranks with batch_size B train as one process with
 batch_size B*W would, with the same noise and dropout per sample, up to
-rounding; gradients are averaged over the ranks every step. The backend is Gloo on the CPU and
-NCCL with --device cuda, where rank r uses cuda:LOCAL_RANK
-(LCPDIFF_DIST_BACKEND overrides the backend, LCPDIFF_DIST_TIMEOUT the 30m
-the ranks wait for each other). Only rank 0 prints progress and writes the
-log, the plot, samples and checkpoints; give every rank the same --out on a
-shared file system, so that --resume reads the same checkpoint everywhere.
+rounding; gradients are averaged over the ranks every step. The backend
+is Gloo on the CPU and NCCL with --device cuda, where rank r uses
+cuda:LOCAL_RANK (LCPDIFF_DIST_BACKEND overrides the backend,
+LCPDIFF_DIST_TIMEOUT the 30m the ranks wait for each other). Only rank 0
+prints progress and writes the log, the plot, samples and checkpoints; give
+every rank the same --out on a shared file system, so that --resume reads
+the same checkpoint everywhere.
 Started by hand, two ranks on one machine:
 
   export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500

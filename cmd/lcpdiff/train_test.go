@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/viper"
+
 	"github.com/lcpdiff/lcpdiff/internal/data"
 	"github.com/lcpdiff/lcpdiff/internal/golden"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
@@ -123,6 +125,43 @@ func TestTrainConfigErrorNamesFile(t *testing.T) {
 	}
 	if want := fmt.Sprintf("config %s: unknown key", cfg); !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("got %q, want it to start with %q", err, want)
+	}
+}
+
+// TestTrainHelpNamesEveryKey holds the help's list of training keys to
+// the ones the config loader accepts: a hand-written list once lacked
+// phrase_dropout.
+func TestTrainHelpNamesEveryKey(t *testing.T) {
+	out, err := run(t, "train", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	help := strings.Join(strings.Fields(out), " ")
+	if want := "the training keys (" + strings.Join(train.ConfigKeys(), ", ") + ")"; !strings.Contains(help, want) {
+		t.Fatalf("train --help lacks %q:\n%s", want, out)
+	}
+	for line := range strings.Lines(newTrainCommand(viper.New()).Long) {
+		if len(strings.TrimRight(line, "\n")) > 80 {
+			t.Errorf("help line over 80 columns: %q", line)
+		}
+	}
+}
+
+func TestFill(t *testing.T) {
+	for _, c := range []struct {
+		text  string
+		width int
+		want  string
+	}{
+		{"a bb ccc", 4, "a bb\nccc"},
+		{"a bb ccc", 8, "a bb ccc"},
+		{" a  bb\nccc ", 5, "a bb\nccc"},
+		{"toolong a", 3, "toolong\na"},
+		{"", 10, ""},
+	} {
+		if got := fill(c.text, c.width); got != c.want {
+			t.Errorf("fill(%q, %d) = %q, want %q", c.text, c.width, got, c.want)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -88,6 +89,18 @@ type Config struct {
 	// Resume is a checkpoint folder to continue from, or "latest" for the
 	// newest one under OutDir; empty starts afresh.
 	Resume string `mapstructure:"resume"`
+}
+
+// ConfigKeys are the YAML keys of a Config, in field order: the
+// mapstructure tags, so that a help text listing them cannot fall behind
+// the struct.
+func ConfigKeys() []string {
+	t := reflect.TypeFor[Config]()
+	keys := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		keys = append(keys, t.Field(i).Tag.Get("mapstructure"))
+	}
+	return keys
 }
 
 // ResamplerSize is the shape of a fresh adapter's resampler.

@@ -2,6 +2,7 @@ package train
 
 import (
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -93,6 +94,25 @@ func TestLRSchedulesFollowDiffusers(t *testing.T) {
 			if got := c.lrAt(done); math.Abs(got-lr) > 1e-12 {
 				t.Errorf("%s after %d steps: lr %g, want %g", name, done, got, lr)
 			}
+		}
+	}
+}
+
+// TestConfigKeys: every field of Config has its YAML key, and the keys are
+// the ones a YAML file may set (ConfigFromYAML's test files use them).
+func TestConfigKeys(t *testing.T) {
+	keys := ConfigKeys()
+	if n := reflect.TypeFor[Config]().NumField(); len(keys) != n {
+		t.Fatalf("%d keys for %d fields", len(keys), n)
+	}
+	for _, want := range []string{"steps", "phrase_dropout", "dropped_image", "resampler", "resume"} {
+		if !slices.Contains(keys, want) {
+			t.Errorf("ConfigKeys lacks %q: %v", want, keys)
+		}
+	}
+	for _, k := range keys {
+		if k == "" || strings.Contains(k, ",") {
+			t.Errorf("ConfigKeys has %q: a field without a plain mapstructure tag", k)
 		}
 	}
 }
