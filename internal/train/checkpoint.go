@@ -59,9 +59,23 @@ func CheckpointDir(outDir string, step int) string {
 // LatestCheckpoint is the checkpoint with the most steps under outDir.
 func LatestCheckpoint(outDir string) (string, error) {
 	root := filepath.Join(outDir, checkpointsDir)
+	names, err := checkpointNames(root)
+	if err != nil {
+		return "", err
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("train: no checkpoint in %s", root)
+	}
+	return filepath.Join(root, names[len(names)-1]), nil
+}
+
+// checkpointNames are the finished checkpoints' folder names under root,
+// in step order (the zero-padded step makes name order step order); an
+// unfinished one, a temporary folder, is not among them.
+func checkpointNames(root string) ([]string, error) {
 	entries, err := os.ReadDir(root)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("train: %w", err)
+		return nil, fmt.Errorf("train: %w", err)
 	}
 	var names []string
 	for _, e := range entries {
@@ -69,11 +83,35 @@ func LatestCheckpoint(outDir string) (string, error) {
 			names = append(names, e.Name())
 		}
 	}
-	if len(names) == 0 {
-		return "", fmt.Errorf("train: no checkpoint in %s", root)
+	slices.Sort(names)
+	return names, nil
+}
+
+// pruneCheckpoints removes the oldest checkpoints before dir, the one just
+// written, so that at most limit are left of dir and those before it.
+// Checkpoints after dir, left by a run that this one resumed from an
+// earlier step, are left alone: this run writes them again on its way.
+func pruneCheckpoints(dir string, limit int) error {
+	if limit == 0 {
+		return nil
 	}
-	// The zero-padded step makes name order step order.
-	return filepath.Join(root, slices.Max(names)), nil
+	root := filepath.Dir(dir)
+	names, err := checkpointNames(root)
+	if err != nil {
+		return err
+	}
+	i := slices.Index(names, filepath.Base(dir))
+	if i < 0 {
+		return fmt.Errorf("train: checkpoints_total_limit: %s is not a checkpoint folder", dir)
+	}
+	before := names[:i]
+	for len(before) > limit-1 {
+		if err := os.RemoveAll(filepath.Join(root, before[0])); err != nil {
+			return fmt.Errorf("train: checkpoints_total_limit: %w", err)
+		}
+		before = before[1:]
+	}
+	return nil
 }
 
 // saveCheckpoint writes the checkpoint of the current step.
@@ -109,7 +147,7 @@ func (t *trainer) saveCheckpoint() (dir string, err error) {
 		return "", fmt.Errorf("train: checkpoint: %w", err)
 	}
 	t.checkpointed = t.step
-	return dir, nil
+	return dir, pruneCheckpoints(dir, t.cfg.CheckpointsTotalLimit)
 }
 
 func (t *trainer) writeCheckpoint(dir string) error {

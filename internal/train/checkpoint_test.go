@@ -3,8 +3,10 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,5 +122,64 @@ func TestLatestCheckpointOrdersBySteps(t *testing.T) {
 	}
 	if got, err := LatestCheckpoint(dir); err != nil || got != CheckpointDir(dir, 120) {
 		t.Errorf("latest = %q, %v; want step 120", got, err)
+	}
+}
+
+func TestPruneCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	have := func() []int {
+		names, err := checkpointNames(filepath.Join(dir, checkpointsDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var steps []int
+		for _, n := range names {
+			var s int
+			fmt.Sscanf(strings.TrimPrefix(n, stepPrefix), "%d", &s)
+			steps = append(steps, s)
+		}
+		return steps
+	}
+	for _, step := range []int{1, 2, 3, 4, 5, 6, 7} {
+		if err := os.MkdirAll(CheckpointDir(dir, step), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pruneCheckpoints(CheckpointDir(dir, 3), 0); err != nil || len(have()) != 7 {
+		t.Fatalf("limit 0 left %v (%v), want all 7", have(), err)
+	}
+	// A run resumed at step 2 has just written step 3 again: 4 to 7 are
+	// the old run's, which it will write again, and stay.
+	if err := pruneCheckpoints(CheckpointDir(dir, 3), 2); err != nil || !slices.Equal(have(), []int{2, 3, 4, 5, 6, 7}) {
+		t.Fatalf("after step 3 with limit 2: %v (%v), want [2 3 4 5 6 7]", have(), err)
+	}
+	if err := pruneCheckpoints(CheckpointDir(dir, 7), 1); err != nil || !slices.Equal(have(), []int{7}) {
+		t.Fatalf("after step 7 with limit 1: %v (%v), want [7]", have(), err)
+	}
+	if err := pruneCheckpoints(CheckpointDir(dir, 8), 1); err == nil {
+		t.Error("pruning around a checkpoint that is not there: no error")
+	}
+}
+
+// TestRunKeepsCheckpointsTotalLimit: a run that checkpoints every step
+// keeps the newest two, the last step's among them.
+func TestRunKeepsCheckpointsTotalLimit(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	m, a := loadTiny(t)
+	cond := newTestConditioner(m, a, 0)
+	defer cond.free()
+	dir := t.TempDir()
+	cfg := tinyConfig(dir, 4, "*fuser*")
+	cfg.CheckpointEvery, cfg.CheckpointsTotalLimit = 1, 2
+	if err := Run(context.Background(), nil, cfg, m, a, tinyData(0), cond, Hooks{}); err != nil {
+		t.Fatal(err)
+	}
+	names, err := checkpointNames(filepath.Join(dir, checkpointsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{filepath.Base(CheckpointDir(dir, 3)), filepath.Base(CheckpointDir(dir, 4))}; !slices.Equal(names, want) {
+		t.Errorf("checkpoints %v, want %v", names, want)
 	}
 }

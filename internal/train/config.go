@@ -60,10 +60,15 @@ type Config struct {
 	// LogEvery, SampleEvery and CheckpointEvery are intervals in optimizer
 	// steps; 0 turns sampling and the periodic checkpoints off (a run
 	// still checkpoints when it ends or is stopped).
-	LogEvery        int    `mapstructure:"log_every"`
-	SampleEvery     int    `mapstructure:"sample_every"`
-	CheckpointEvery int    `mapstructure:"checkpoint_every"`
-	OutDir          string `mapstructure:"out_dir"`
+	LogEvery        int `mapstructure:"log_every"`
+	SampleEvery     int `mapstructure:"sample_every"`
+	CheckpointEvery int `mapstructure:"checkpoint_every"`
+	// CheckpointsTotalLimit is the most checkpoints a run keeps, as
+	// diffusers' --checkpoints_total_limit: once a checkpoint is written,
+	// the oldest of those before it go (one holds the optimizer's two
+	// moments per weight, 90 MB for the toy world's stages). 0 keeps all.
+	CheckpointsTotalLimit int    `mapstructure:"checkpoints_total_limit"`
+	OutDir                string `mapstructure:"out_dir"`
 	// Trainable are glob patterns (path.Match) over the adapter's parameter
 	// keys; the parameters they match train and every other weight stays
 	// frozen. Every pattern must match at least one key, so that a typo
@@ -182,6 +187,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: log_every must be at least 1, got %d", c.LogEvery)
 	case c.SampleEvery < 0 || c.CheckpointEvery < 0:
 		return fmt.Errorf("train: sample_every and checkpoint_every must be 0 (off) or more, got %d and %d", c.SampleEvery, c.CheckpointEvery)
+	case c.CheckpointsTotalLimit < 0:
+		return fmt.Errorf("train: checkpoints_total_limit must be 0 (keep all) or more, got %d", c.CheckpointsTotalLimit)
 	case c.OutDir == "":
 		return errors.New("train: out_dir is not set")
 	case len(c.Trainable) == 0:

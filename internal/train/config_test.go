@@ -46,21 +46,22 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	for name, change := range map[string]func(*Config){
-		"steps":          func(c *Config) { c.Steps = 0 },
-		"lr":             func(c *Config) { c.LR = 0 },
-		"betas":          func(c *Config) { c.Betas[1] = 1 },
-		"text_dropout":   func(c *Config) { c.TextDropout = 1.5 },
-		"resolution":     func(c *Config) { c.Resolution = 100 },
-		"trainable":      func(c *Config) { c.Trainable = nil },
-		"pattern":        func(c *Config) { c.Trainable = []string{"[static"} },
-		"out_dir":        func(c *Config) { c.OutDir = "" },
-		"clip_grad_norm": func(c *Config) { c.ClipGradNorm = -1 },
-		"conditioner":    func(c *Config) { c.Conditioner = "image" },
-		"lr_scheduler":   func(c *Config) { c.LRScheduler = "step" },
-		"lr_warmup":      func(c *Config) { c.LRWarmupSteps = -1 },
-		"dropped_image":  func(c *Config) { c.DroppedImage = "black" },
-		"phrase_dropout": func(c *Config) { c.PhraseDropout = -0.1 },
-		"phrase_needs":   func(c *Config) { c.PhraseDropout, c.Conditioner = 0.3, "grounding" },
+		"steps":                   func(c *Config) { c.Steps = 0 },
+		"lr":                      func(c *Config) { c.LR = 0 },
+		"betas":                   func(c *Config) { c.Betas[1] = 1 },
+		"text_dropout":            func(c *Config) { c.TextDropout = 1.5 },
+		"resolution":              func(c *Config) { c.Resolution = 100 },
+		"trainable":               func(c *Config) { c.Trainable = nil },
+		"pattern":                 func(c *Config) { c.Trainable = []string{"[static"} },
+		"out_dir":                 func(c *Config) { c.OutDir = "" },
+		"clip_grad_norm":          func(c *Config) { c.ClipGradNorm = -1 },
+		"conditioner":             func(c *Config) { c.Conditioner = "image" },
+		"lr_scheduler":            func(c *Config) { c.LRScheduler = "step" },
+		"lr_warmup":               func(c *Config) { c.LRWarmupSteps = -1 },
+		"dropped_image":           func(c *Config) { c.DroppedImage = "black" },
+		"phrase_dropout":          func(c *Config) { c.PhraseDropout = -0.1 },
+		"phrase_needs":            func(c *Config) { c.PhraseDropout, c.Conditioner = 0.3, "grounding" },
+		"checkpoints_total_limit": func(c *Config) { c.CheckpointsTotalLimit = -1 },
 	} {
 		c := Defaults()
 		change(&c)
