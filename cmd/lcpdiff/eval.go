@@ -39,7 +39,7 @@ var evalOwnFlags = []flagSpec{
 	{"class-map", "", "", "JSON file {subject or class: [detector classes]} overriding the built-in class map"},
 	{"vae-round-trip", "", false, "score the benchmark's own target images (toyworld) through the model's VAE instead of generating: the ceiling of any generator decoding with it"},
 	{"rescore", "", false, "measure the images already recorded in --out again from their PNGs (after the detector or a metric model changed), then make any missing ones"},
-	{"compare", "", false, "print the runs in the folders given as arguments as one Markdown table, with each run's image-by-image differences from the first, and exit"},
+	{"compare", "", false, "print the runs in the folders given as arguments as one Markdown table, with each run's image-by-image differences from the first, and exit; DIR,DIR,... pools one method's runs on several data sets"},
 }
 
 // evalGenerationFlags are the flags of generate that shape an eval run's
@@ -65,7 +65,7 @@ func pickFlags(specs []flagSpec, names []string) []flagSpec {
 
 func newEvalCommand(v *viper.Viper) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "eval [--compare RUN...]",
+		Use:   "eval [--compare RUN[,RUN...]...]",
 		Short: "Generate a benchmark (DreamBench, multi-subject, toy world) and score it: CLIP-I, DINO, CLIP-T, box AP",
 		Long: "eval generates every image of a benchmark with the generation flags of generate, measures each " +
 			"as it is made (one record per image in OUT/records.jsonl; a rerun resumes an interrupted run) and " +

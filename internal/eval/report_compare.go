@@ -2,6 +2,7 @@ package eval
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -28,10 +29,24 @@ func ReadSummary(dir string) (*Summary, error) {
 
 // Compare is the Markdown table of several runs, one row per run labelled
 // by its method, as the paper's tables compare methods, followed by each
-// run's notes (what it did not measure).
-func Compare(dirs []string) (string, error) {
-	if len(dirs) == 0 {
+// run's notes (what it did not measure) and the image-by-image table
+// (pairedTable). An argument may name several run folders joined by
+// commas, one method run on several data sets ("new-val,new-test"): each
+// folder is a row of the first table, and the image-by-image table pools
+// the group's images, folder k of a group paired with folder k of the
+// first argument's.
+func Compare(args []string) (string, error) {
+	if len(args) == 0 {
 		return "", fmt.Errorf("compare: no run folders given")
+	}
+	groups := make([][]string, len(args))
+	var dirs []string
+	for i, a := range args {
+		groups[i] = strings.Split(a, ",")
+		if len(groups[i]) != len(groups[0]) {
+			return "", fmt.Errorf("compare: %s and %s name different numbers of runs (%d, %d): a group pairs its runs one by one with the first argument's", args[0], a, len(groups[0]), len(groups[i]))
+		}
+		dirs = append(dirs, groups[i]...)
 	}
 	var runs []*Summary
 	for _, d := range dirs {
@@ -51,7 +66,11 @@ func Compare(dirs []string) (string, error) {
 	if b.String()[b.Len()-1] != '\n' {
 		b.WriteString("\n")
 	}
-	paired, err := pairedTable(dirs, runs)
+	methods := make([]string, len(groups))
+	for i := range groups {
+		methods[i] = runs[i*len(groups[0])].Method
+	}
+	paired, err := pairedTable(groups, methods)
 	if err != nil {
 		return "", err
 	}
@@ -59,41 +78,53 @@ func Compare(dirs []string) (string, error) {
 	return b.String(), nil
 }
 
-// pairedTable compares each run after the first with the first image by
-// image: for every per-image metric, the mean difference over the images
-// both runs made from the same item and seed, and its standard error.
-// Runs of one bench share their items' starting noise, so such a
-// difference is far less noisy than the difference of the table's rows,
-// and the standard error says whether it is more than noise. The mean is
-// over images, which a summary may weigh otherwise (the toy world averages
-// its identity per identity). "" when the first run has no records or no
-// other run shares its images.
-func pairedTable(dirs []string, runs []*Summary) (string, error) {
-	records := make([]map[string]*Record, len(dirs))
-	for i, d := range dirs {
-		path := filepath.Join(d, RecordsFile)
-		raw, err := os.ReadFile(path)
-		if os.IsNotExist(err) {
-			continue
-		} else if err != nil {
-			return "", err
-		}
-		recs, _, err := parseRecords(raw, path)
-		if err != nil {
-			return "", err
-		}
-		records[i] = map[string]*Record{}
-		for _, r := range recs {
-			records[i][r.ID] = r
+// pairedTable compares each group of runs after the first with the first
+// image by image: for every per-image metric, the mean difference over the
+// images both made from the same item and seed (in the runs at the same
+// place of their groups), and its standard error. Runs of one bench share
+// their items' starting noise, so such a difference is far less noisy
+// than the difference of the table's rows, and the standard error says
+// whether it is more than noise. The mean is over images, which a summary
+// may weigh otherwise (the toy world averages its identity per identity).
+// "" when the first group has no records or no other group shares its
+// images.
+func pairedTable(groups [][]string, methods []string) (string, error) {
+	type key struct {
+		run int // the run's place in its group
+		id  string
+	}
+	records := make([]map[key]*Record, len(groups))
+	for i, g := range groups {
+		for k, d := range g {
+			path := filepath.Join(d, RecordsFile)
+			raw, err := os.ReadFile(path)
+			if os.IsNotExist(err) {
+				continue
+			} else if err != nil {
+				return "", err
+			}
+			recs, _, err := parseRecords(raw, path)
+			if err != nil {
+				return "", err
+			}
+			if records[i] == nil {
+				records[i] = map[key]*Record{}
+			}
+			for _, r := range recs {
+				records[i][key{k, r.ID}] = r
+			}
 		}
 	}
 	if records[0] == nil {
 		return "", nil
 	}
-	ids := slices.Sorted(maps.Keys(records[0])) // a fixed order, so the sums are the same every time
+	// A fixed order, so that the sums are the same every time.
+	keys := slices.SortedFunc(maps.Keys(records[0]), func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.run, b.run), strings.Compare(a.id, b.id))
+	})
 	var metrics []string
-	for _, id := range ids {
-		for m := range records[0][id].Metrics {
+	for _, k := range keys {
+		for m := range records[0][k].Metrics {
 			if !slices.Contains(metrics, m) {
 				metrics = append(metrics, m)
 			}
@@ -101,13 +132,13 @@ func pairedTable(dirs []string, runs []*Summary) (string, error) {
 	}
 	slices.Sort(metrics)
 	var rows [][]string
-	for i := 1; i < len(dirs); i++ {
+	for i := 1; i < len(groups); i++ {
 		if records[i] == nil {
 			continue
 		}
 		var pairs [][2]*Record // the same item, seed and prompt
-		for _, id := range ids {
-			a, b := records[0][id], records[i][id]
+		for _, k := range keys {
+			a, b := records[0][k], records[i][k]
 			if b != nil && b.Seed == a.Seed && b.Prompt == a.Prompt {
 				pairs = append(pairs, [2]*Record{a, b})
 			}
@@ -115,7 +146,7 @@ func pairedTable(dirs []string, runs []*Summary) (string, error) {
 		if len(pairs) == 0 {
 			continue // another bench's or seed's run: nothing to pair
 		}
-		cells := []string{mdCell(runs[i].Method), fmt.Sprint(len(pairs))}
+		cells := []string{mdCell(methods[i]), fmt.Sprint(len(pairs))}
 		for _, m := range metrics {
 			var diffs []float64
 			for _, p := range pairs {
@@ -133,7 +164,7 @@ func pairedTable(dirs []string, runs []*Summary) (string, error) {
 		return "", nil
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nImage by image against %s (%s), the same items and seeds: mean difference ± standard error\n\n", mdCell(runs[0].Method), dirs[0])
+	fmt.Fprintf(&b, "\nImage by image against %s (%s), the same items and seeds: mean difference ± standard error\n\n", mdCell(methods[0]), strings.Join(groups[0], ", "))
 	row(&b, append([]string{"method", "images"}, metrics...))
 	row(&b, append([]string{"---"}, repeat("--:", len(metrics)+1)...))
 	for _, r := range rows {

@@ -245,6 +245,29 @@ func TestComparePairsImages(t *testing.T) {
 	if !strings.HasSuffix(got, want) {
 		t.Errorf("compare\n%s\nwant it to end with\n%s", got, want)
 	}
+	// The same two methods on a second data set, pooled with the first:
+	// its items have the same IDs, and pair only with their own run's.
+	// identity: differences 1, 0, 0 and 0, -1: mean 0, standard deviation
+	// sqrt(1/2), standard error sqrt(1/10).
+	full2 := write("full", 0, []float64{1, 1})
+	ablation2 := write("ablation", 0, []float64{1, 0})
+	got, err = Compare([]string{full + "," + full2, ablation + "," + ablation2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "\nImage by image against full (" + full + ", " + full2 + "), the same items and seeds: mean difference ± standard error\n\n" +
+		"| method | images | ground | identity |\n" +
+		"| --- | --: | --: | --: |\n" +
+		"| ablation | 6 | +0.000 ± 0.000 | +0.000 ± 0.316 |\n"
+	if !strings.HasSuffix(got, want) {
+		t.Errorf("pooled compare\n%s\nwant it to end with\n%s", got, want)
+	}
+	if n := strings.Count(got, "| full | toyworld |"); n != 2 {
+		t.Errorf("pooled compare has %d rows of the full method, want one per run:\n%s", n, got)
+	}
+	if _, err := Compare([]string{full + "," + full2, ablation}); err == nil || !strings.Contains(err.Error(), "different numbers of runs (2, 1)") {
+		t.Errorf("groups of unequal size: %v", err)
+	}
 	if err := os.WriteFile(filepath.Join(ablation, RecordsFile), []byte("{not json\n{}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
