@@ -53,7 +53,9 @@ func bindFlags(v *viper.Viper, cmd *cobra.Command) error {
 
 // fill breaks text into lines of at most width columns at its spaces, for a
 // help paragraph part of which is generated (a word longer than width
-// keeps a line to itself).
+// keeps a line to itself). Greedy filling of ASCII help text is a dozen
+// lines; no module the project uses wraps text, and cobra leaves help
+// text as written.
 func fill(text string, width int) string {
 	var b strings.Builder
 	line := 0
