@@ -17,7 +17,8 @@ import (
 // Ctrl-C stops them and 2 more resumed from the checkpoint, and wants the
 // same weights to the bit and the same log. Gradient accumulation,
 // clipping and text dropout are all on, so that every piece of state a
-// checkpoint carries matters.
+// checkpoint carries matters; both runs checkpoint every step and keep
+// the newest two (checkpoints_total_limit).
 func TestResumeIsBitExact(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
@@ -29,8 +30,9 @@ func TestResumeIsBitExact(t *testing.T) {
 	config := func(dir string) Config {
 		c := tinyConfig(dir, 4, AdapterTrainable...)
 		c.GradAccum = 2
-		c.ClipGradNorm = 0.05                        // below the norms the tiny model sees: clipping acts
-		c.LRScheduler, c.LRWarmupSteps = "cosine", 1 // the resumed run must pick up the curve
+		c.ClipGradNorm = 0.05                             // below the norms the tiny model sees: clipping acts
+		c.LRScheduler, c.LRWarmupSteps = "cosine", 1      // the resumed run must pick up the curve
+		c.CheckpointEvery, c.CheckpointsTotalLimit = 1, 2 // pruning must leave the resume its checkpoint
 		return c
 	}
 
@@ -97,6 +99,14 @@ func TestResumeIsBitExact(t *testing.T) {
 		}
 	}
 
+	// Both runs keep their newest two checkpoints.
+	for _, d := range []string{straightDir, dir} {
+		names, err := checkpointNames(filepath.Join(d, checkpointsDir))
+		if want := []string{filepath.Base(CheckpointDir(d, 3)), filepath.Base(CheckpointDir(d, 4))}; err != nil || !slices.Equal(names, want) {
+			t.Errorf("%s: checkpoints %v (%v), want %v", d, names, err, want)
+		}
+	}
+
 	cfg.Trainable = []string{"*fuser*"}
 	if err := Run(context.Background(), nil, cfg, m, a, tinyData(0), cond, Hooks{}); err == nil || !strings.Contains(err.Error(), "trainable") {
 		t.Errorf("resuming with other trainable parameters: %v", err)
@@ -158,28 +168,5 @@ func TestPruneCheckpoints(t *testing.T) {
 	}
 	if err := pruneCheckpoints(CheckpointDir(dir, 8), 1); err == nil {
 		t.Error("pruning around a checkpoint that is not there: no error")
-	}
-}
-
-// TestRunKeepsCheckpointsTotalLimit: a run that checkpoints every step
-// keeps the newest two, the last step's among them.
-func TestRunKeepsCheckpointsTotalLimit(t *testing.T) {
-	s := torch.NewScope()
-	defer s.Close()
-	m, a := loadTiny(t)
-	cond := newTestConditioner(m, a, 0)
-	defer cond.free()
-	dir := t.TempDir()
-	cfg := tinyConfig(dir, 4, "*fuser*")
-	cfg.CheckpointEvery, cfg.CheckpointsTotalLimit = 1, 2
-	if err := Run(context.Background(), nil, cfg, m, a, tinyData(0), cond, Hooks{}); err != nil {
-		t.Fatal(err)
-	}
-	names, err := checkpointNames(filepath.Join(dir, checkpointsDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{filepath.Base(CheckpointDir(dir, 3)), filepath.Base(CheckpointDir(dir, 4))}; !slices.Equal(names, want) {
-		t.Errorf("checkpoints %v, want %v", names, want)
 	}
 }
