@@ -1,9 +1,7 @@
 package eval
 
 import (
-	"archive/zip"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -151,7 +149,7 @@ func TestDetectorContractViolations(t *testing.T) {
 		{"Tuple[Tensor, Tensor, Tensor]", "(boxes1, scores1, torch.add(labels1, 3))", "label 4 is not an index into the 3 classes"},
 	} {
 		dir := t.TempDir()
-		pt := scriptVariant(t, src, filepath.Join(dir, "det.pt"), c.sig, c.ret)
+		pt := golden.DetectorVariant(t, src, filepath.Join(dir, "det.pt"), c.sig, c.ret)
 		copyFile(t, DetectorConfigPath(src), DetectorConfigPath(pt))
 		d, err := LoadDetector(pt, torch.CPU)
 		if err != nil {
@@ -164,56 +162,6 @@ func TestDetectorContractViolations(t *testing.T) {
 			t.Errorf("return %s: error %v, want one line naming the file and saying %q", c.ret, err, c.want)
 		}
 	}
-}
-
-// scriptVariant writes to dst a copy of the TorchScript archive src whose
-// forward returns ret, of type resultType. The debug records are left out:
-// they describe the original code.
-func scriptVariant(t *testing.T, src, dst, resultType, ret string) string {
-	t.Helper()
-	r, err := zip.OpenReader(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := zip.NewWriter(out)
-	for _, f := range r.File {
-		if strings.HasSuffix(f.Name, ".debug_pkl") {
-			continue
-		}
-		rc, err := f.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasSuffix(f.Name, ".py") {
-			const sig, body = "images: Tensor) -> Tuple[Tensor, Tensor, Tensor]:", "return (boxes1, scores1, labels1)"
-			text := strings.Replace(string(b), sig, "images: Tensor) -> "+resultType+":", 1)
-			b = []byte(strings.Replace(text, body, "return "+ret, 1))
-		}
-		e, err := w.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Store})
-		if err == nil {
-			_, err = e.Write(b)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 func copyFile(t *testing.T, src, dst string) string {

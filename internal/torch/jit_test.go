@@ -3,7 +3,6 @@ package torch_test
 import (
 	"archive/zip"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,7 +180,7 @@ func TestModuleForwardErrors(t *testing.T) {
 		{"Dict[str, Tensor]", `{"boxes": boxes1}`, "forward returned Dict(str, Tensor)"},
 		{"Tuple[Tensor, int]", "(boxes1, 3)", "element 1 is int"},
 	} {
-		path := scriptVariant(t, good, c.sig, c.ret)
+		path := golden.DetectorVariant(t, good, filepath.Join(t.TempDir(), "variant.pt"), c.sig, c.ret)
 		v, err := torch.LoadModule(path, torch.CPU)
 		if err != nil {
 			t.Fatalf("%s: %v", c.sig, err)
@@ -194,7 +193,7 @@ func TestModuleForwardErrors(t *testing.T) {
 		}
 	}
 	// A list of tensors is as good as a tuple.
-	v, err := torch.LoadModule(scriptVariant(t, good, "List[Tensor]", "[boxes1, scores1]"), torch.CPU)
+	v, err := torch.LoadModule(golden.DetectorVariant(t, good, filepath.Join(t.TempDir(), "variant.pt"), "List[Tensor]", "[boxes1, scores1]"), torch.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,47 +207,6 @@ func freed() *torch.Tensor {
 	x := torch.Zeros(1)
 	x.Free()
 	return x
-}
-
-// scriptVariant copies the TorchScript archive at src with its forward's
-// result type and return expression replaced, so that tests can make
-// modules that break the contract without Python. The debug records go:
-// they describe the original code's source ranges.
-func scriptVariant(t *testing.T, src, resultType, ret string) string {
-	t.Helper()
-	r, err := zip.OpenReader(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	files := map[string]string{}
-	for _, f := range r.File {
-		if strings.HasSuffix(f.Name, ".debug_pkl") {
-			continue
-		}
-		rc, err := f.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := string(b)
-		if strings.HasSuffix(f.Name, ".py") {
-			const sig, body = "images: Tensor) -> Tuple[Tensor, Tensor, Tensor]:", "return (boxes1, scores1, labels1)"
-			if !strings.Contains(text, sig) || !strings.Contains(text, body) {
-				t.Fatalf("%s: forward is not the golden one", f.Name)
-			}
-			text = strings.Replace(text, sig, "images: Tensor) -> "+resultType+":", 1)
-			text = strings.Replace(text, body, "return "+ret, 1)
-		}
-		files[f.Name] = text
-	}
-	out := filepath.Join(t.TempDir(), "variant.pt")
-	writeZip(t, out, files)
-	return out
 }
 
 // writeZip writes an uncompressed zip archive, as torch.jit.save does.
