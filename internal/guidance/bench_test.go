@@ -1,10 +1,10 @@
 package guidance
 
 import (
-	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"testing"
 
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
 // vmHWM is the process's peak resident set in MiB.

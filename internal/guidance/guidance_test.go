@@ -3,8 +3,6 @@ package guidance
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/lcpdiff/lcpdiff/internal/model/region"
-	"github.com/lcpdiff/lcpdiff/internal/torch"
 	"math"
 	"os"
 	"slices"
@@ -12,7 +10,9 @@ import (
 
 	"github.com/lcpdiff/lcpdiff/internal/golden"
 	"github.com/lcpdiff/lcpdiff/internal/model/clip"
+	"github.com/lcpdiff/lcpdiff/internal/model/region"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
+	"github.com/lcpdiff/lcpdiff/internal/torch"
 )
 
 // The golden case (shared/golden/guidance): "a dog and a cat on the grass",

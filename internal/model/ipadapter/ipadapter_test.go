@@ -2,13 +2,13 @@ package ipadapter
 
 import (
 	"fmt"
-	"github.com/lcpdiff/lcpdiff/internal/guidance"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/lcpdiff/lcpdiff/internal/golden"
+	"github.com/lcpdiff/lcpdiff/internal/guidance"
 	"github.com/lcpdiff/lcpdiff/internal/model/region"
 	"github.com/lcpdiff/lcpdiff/internal/model/unet"
 	"github.com/lcpdiff/lcpdiff/internal/torch"
