@@ -26,28 +26,38 @@ func DetectorVariant(t testing.TB, src, dst, resultType, ret string) string {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := zip.NewWriter(out)
+	files := map[string]string{}
 	for _, f := range r.File {
 		if strings.HasSuffix(f.Name, ".debug_pkl") {
 			continue
 		}
-		b := readZipped(t, f)
+		text := string(readZipped(t, f))
 		if strings.HasSuffix(f.Name, ".py") {
-			text := string(b)
 			if !strings.Contains(text, detectorSignature) || !strings.Contains(text, detectorReturn) {
 				t.Fatalf("%s: %s: forward is not the golden detector's", src, f.Name)
 			}
 			text = strings.Replace(text, detectorSignature, "images: Tensor) -> "+resultType+":", 1)
-			b = []byte(strings.Replace(text, detectorReturn, "return "+ret, 1))
+			text = strings.Replace(text, detectorReturn, "return "+ret, 1)
 		}
-		// Stored, not deflated, as torch.jit.save writes its archives.
-		e, err := w.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Store})
+		files[f.Name] = text
+	}
+	WriteZip(t, dst, files)
+	return dst
+}
+
+// WriteZip writes files into an uncompressed zip archive at path, as
+// torch.jit.save and torch.save write theirs.
+func WriteZip(t testing.TB, path string, files map[string]string) {
+	t.Helper()
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := zip.NewWriter(out)
+	for name, text := range files {
+		e, err := w.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store})
 		if err == nil {
-			_, err = e.Write(b)
+			_, err = e.Write([]byte(text))
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -59,7 +69,6 @@ func DetectorVariant(t testing.TB, src, dst, resultType, ret string) string {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return dst
 }
 
 func readZipped(t testing.TB, f *zip.File) []byte {

@@ -1,7 +1,6 @@
 package torch_test
 
 import (
-	"archive/zip"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -96,7 +95,7 @@ func TestModuleLoadErrors(t *testing.T) {
 	os.WriteFile(notZip, []byte("not a zip archive at all"), 0o644)
 	// A zip archive, as torch.save writes, but without TorchScript code.
 	stateDict := filepath.Join(dir, "state_dict.pt")
-	writeZip(t, stateDict, map[string]string{"archive/data.pkl": "\x80\x02}q\x00.", "archive/version": "3\n"})
+	golden.WriteZip(t, stateDict, map[string]string{"archive/data.pkl": "\x80\x02}q\x00.", "archive/version": "3\n"})
 	for _, c := range []struct{ path, want string }{
 		{filepath.Join(dir, "missing.pt"), "missing.pt"},
 		{notZip, "not a TorchScript file"},
@@ -207,29 +206,4 @@ func freed() *torch.Tensor {
 	x := torch.Zeros(1)
 	x.Free()
 	return x
-}
-
-// writeZip writes an uncompressed zip archive, as torch.jit.save does.
-func writeZip(t *testing.T, path string, files map[string]string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := zip.NewWriter(f)
-	for name, text := range files {
-		e, err := w.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store})
-		if err == nil {
-			_, err = e.Write([]byte(text))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
