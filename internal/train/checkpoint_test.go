@@ -3,7 +3,6 @@ package train
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,9 +100,8 @@ func TestResumeIsBitExact(t *testing.T) {
 
 	// Both runs keep their newest two checkpoints.
 	for _, d := range []string{straightDir, dir} {
-		names, err := checkpointNames(filepath.Join(d, checkpointsDir))
-		if want := []string{filepath.Base(CheckpointDir(d, 3)), filepath.Base(CheckpointDir(d, 4))}; err != nil || !slices.Equal(names, want) {
-			t.Errorf("%s: checkpoints %v (%v), want %v", d, names, err, want)
+		if got, want := checkpointsIn(t, d), stepNames(3, 4); !slices.Equal(got, want) {
+			t.Errorf("%s: checkpoints %v, want %v", d, got, want)
 		}
 	}
 
@@ -135,36 +133,42 @@ func TestLatestCheckpointOrdersBySteps(t *testing.T) {
 	}
 }
 
+// checkpointsIn names the finished checkpoints under outDir, oldest first.
+func checkpointsIn(t *testing.T, outDir string) []string {
+	t.Helper()
+	names, err := checkpointNames(filepath.Join(outDir, checkpointsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// stepNames are the folder names of the checkpoints of these steps.
+func stepNames(steps ...int) []string {
+	var names []string
+	for _, s := range steps {
+		names = append(names, filepath.Base(CheckpointDir("", s)))
+	}
+	return names
+}
+
 func TestPruneCheckpoints(t *testing.T) {
 	dir := t.TempDir()
-	have := func() []int {
-		names, err := checkpointNames(filepath.Join(dir, checkpointsDir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var steps []int
-		for _, n := range names {
-			var s int
-			fmt.Sscanf(strings.TrimPrefix(n, stepPrefix), "%d", &s)
-			steps = append(steps, s)
-		}
-		return steps
-	}
 	for _, step := range []int{1, 2, 3, 4, 5, 6, 7} {
 		if err := os.MkdirAll(CheckpointDir(dir, step), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := pruneCheckpoints(CheckpointDir(dir, 3), 0); err != nil || len(have()) != 7 {
-		t.Fatalf("limit 0 left %v (%v), want all 7", have(), err)
+	if err := pruneCheckpoints(CheckpointDir(dir, 3), 0); err != nil || len(checkpointsIn(t, dir)) != 7 {
+		t.Fatalf("limit 0 left %v (%v), want all 7", checkpointsIn(t, dir), err)
 	}
 	// A run resumed at step 2 has just written step 3 again: 4 to 7 are
 	// the old run's, which it will write again, and stay.
-	if err := pruneCheckpoints(CheckpointDir(dir, 3), 2); err != nil || !slices.Equal(have(), []int{2, 3, 4, 5, 6, 7}) {
-		t.Fatalf("after step 3 with limit 2: %v (%v), want [2 3 4 5 6 7]", have(), err)
+	if err := pruneCheckpoints(CheckpointDir(dir, 3), 2); err != nil || !slices.Equal(checkpointsIn(t, dir), stepNames(2, 3, 4, 5, 6, 7)) {
+		t.Fatalf("after step 3 with limit 2: %v (%v), want steps 2 to 7", checkpointsIn(t, dir), err)
 	}
-	if err := pruneCheckpoints(CheckpointDir(dir, 7), 1); err != nil || !slices.Equal(have(), []int{7}) {
-		t.Fatalf("after step 7 with limit 1: %v (%v), want [7]", have(), err)
+	if err := pruneCheckpoints(CheckpointDir(dir, 7), 1); err != nil || !slices.Equal(checkpointsIn(t, dir), stepNames(7)) {
+		t.Fatalf("after step 7 with limit 1: %v (%v), want step 7", checkpointsIn(t, dir), err)
 	}
 	if err := pruneCheckpoints(CheckpointDir(dir, 8), 1); err == nil {
 		t.Error("pruning around a checkpoint that is not there: no error")

@@ -389,7 +389,7 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 			t.Errorf("log row %d: loss %g grad norm %g; the 2 micro-batches' %g and %g", i, got[i].Loss, got[i].GradNorm, want.Loss, want.GradNorm)
 		}
 	}
-	for _, name := range []string{LogFile, PlotFile, filepath.Join(checkpointsDir, fmt.Sprintf("%s%08d", stepPrefix, ddpSteps))} {
+	for _, name := range []string{LogFile, PlotFile, CheckpointDir("", ddpSteps)} {
 		if _, err := os.Stat(filepath.Join(base, "rank0", "straight", name)); err != nil {
 			t.Errorf("rank 0 did not write %s: %v", name, err)
 		}
