@@ -32,6 +32,7 @@ var toyWorldFlags = []flagSpec{
 	{"size", "", toyDefaults.Size, "frame side in pixels"},
 	{"frames", "", toyDefaults.Frames, "frames per clip"},
 	{"recolour", "", toyDefaults.Recolour, "share of training subjects drawn in a random two-colour palette, so that every colour is seen in both roles (test subjects keep their identity's)"},
+	{"hold-out", "", toyDefaults.HoldOut, "what the held-out (zero-shot) identities keep out of training: pair (their shape-and-texture pairs never appear) or palette (those pairs appear, always in other palettes; the test set is the same)"},
 }
 
 func newToyWorldCommand(v *viper.Viper) *cobra.Command {
@@ -68,6 +69,7 @@ func toyWorld(v *viper.Viper, out io.Writer) error {
 		Size:     v.GetInt("size"),
 		Frames:   v.GetInt("frames"),
 		Recolour: v.GetFloat64("recolour"),
+		HoldOut:  v.GetString("hold-out"),
 	}
 	start := time.Now()
 	sum, err := data.WriteToyWorld(dir, cfg)

@@ -29,11 +29,24 @@ type ToyWorldConfig struct {
 	// show every colour in both roles while the held-out shape-and-texture
 	// pairs stay unseen.
 	Recolour float64
+	// HoldOut is what keeps the held-out identities out of training:
+	// HoldOutPair (the default) never draws their shape-and-texture pairs
+	// there; HoldOutPalette draws those pairs too, always in a palette not
+	// their own, so that a held-out identity is new only in its colours.
+	// Either way no training subject is a held-out identity, and the test
+	// set is the same.
+	HoldOut string
 }
+
+// The values of ToyWorldConfig.HoldOut.
+const (
+	HoldOutPair    = "pair"
+	HoldOutPalette = "palette"
+)
 
 // DefaultToyWorldConfig is about 200 training records of 64 x 64.
 func DefaultToyWorldConfig() ToyWorldConfig {
-	return ToyWorldConfig{Clips: 140, Images: 60, Size: 64, Frames: 8}
+	return ToyWorldConfig{Clips: 140, Images: 60, Size: 64, Frames: 8, HoldOut: HoldOutPair}
 }
 
 func (c ToyWorldConfig) check() error {
@@ -46,6 +59,8 @@ func (c ToyWorldConfig) check() error {
 		return fmt.Errorf("toy world: %d frames: must be 2 to 99", c.Frames)
 	case !(c.Recolour >= 0 && c.Recolour <= 1):
 		return fmt.Errorf("toy world: recolour %g: must be a share from 0 to 1", c.Recolour)
+	case c.HoldOut != "" && c.HoldOut != HoldOutPair && c.HoldOut != HoldOutPalette:
+		return fmt.Errorf("toy world: hold-out %q: must be %q or %q", c.HoldOut, HoldOutPair, HoldOutPalette)
 	}
 	return nil
 }
@@ -83,7 +98,7 @@ func (id Identity) InPalette(a, b int) Identity {
 // the zero-shot test asks for a colour in a new role too, unless
 // ToyWorldConfig.Recolour shows training subjects in other palettes. Changing
 // the set would change every toy world's test clips and so the built-in
-// model's provenance; Recolour leaves them as they are.
+// model's provenance; Recolour and HoldOut leave them as they are.
 var toyHeldOut = map[[2]string]bool{
 	{"triangle", "solid"}: true, {"square", "stripes"}: true,
 	{"circle", "dots"}: true, {"cross", "checks"}: true,
@@ -203,6 +218,13 @@ func WriteToyWorld(dir string, cfg ToyWorldConfig) (ToyWorldSummary, error) {
 	return sum, nil
 }
 
+// randomPalette is id's shape and texture in a random palette of two
+// different colours, which may be id's own.
+func randomPalette(r *rand.Rand, id Identity) Identity {
+	a := r.IntN(len(toyColours))
+	return id.InPalette(a, (a+1+r.IntN(len(toyColours)-1))%len(toyColours))
+}
+
 // forEachParallel runs f(0..n-1) on all cores and returns the first error.
 // Each record has its own random stream, so the order they run in does
 // not change the output.
@@ -268,17 +290,23 @@ func writeToyRecord(dir string, j toyJob, cfg ToyWorldConfig, ids []Identity) ([
 	if j.clip {
 		frames = cfg.Frames
 	}
-	scene := newToyScene(r, ids, j.kind, cfg.Size, frames)
+	scene := newToyScene(r, ids, j.kind, cfg.Size, frames, cfg.HoldOut == HoldOutPalette)
 	// The look of each subject: its identity, or under Recolour another
 	// palette, drawn from a stream of its own so that the rest of the
-	// record is the same with Recolour or without.
+	// record is the same with Recolour or without. A held-out identity's
+	// shape and texture in training (HoldOutPalette) always wear another.
 	looks := make([]Identity, len(scene.ids))
 	recolour := rand.New(rand.NewPCG(cfg.Seed, splitMix64(key|1<<48)))
 	for k, i := range scene.ids {
 		looks[k] = ids[i]
-		if !j.test && cfg.Recolour > 0 && recolour.Float64() < cfg.Recolour {
-			a := recolour.IntN(len(toyColours))
-			looks[k] = ids[i].InPalette(a, (a+1+recolour.IntN(len(toyColours)-1))%len(toyColours))
+		switch {
+		case j.test:
+		case ids[i].HeldOut:
+			for looks[k].ID == ids[i].ID {
+				looks[k] = randomPalette(recolour, ids[i])
+			}
+		case cfg.Recolour > 0 && recolour.Float64() < cfg.Recolour:
+			looks[k] = randomPalette(recolour, ids[i])
 		}
 	}
 	bg := drawBackground(toyBackgrounds[scene.background].name, cfg.Size, r)

@@ -45,7 +45,9 @@ type toyScene struct {
 }
 
 // newToyScene draws a scene of kind with frames frames (1 for an image).
-func newToyScene(r *rand.Rand, ids []Identity, kind sceneKind, size, frames int) toyScene {
+// With pairsSeen a training scene may hold the held-out identities too
+// (ToyWorldConfig.HoldOutPalette: the caller draws them in other palettes).
+func newToyScene(r *rand.Rand, ids []Identity, kind sceneKind, size, frames int, pairsSeen bool) toyScene {
 	var train, held []int
 	for i, id := range ids {
 		if id.HeldOut {
@@ -64,6 +66,12 @@ func newToyScene(r *rand.Rand, ids []Identity, kind sceneKind, size, frames int)
 		first := []int{held[r.IntN(len(held))]}
 		s.ids = append(first, pickDistinct(r, slices.Concat(train, held), n-1, first)...)
 		r.Shuffle(n, func(i, j int) { s.ids[i], s.ids[j] = s.ids[j], s.ids[i] })
+	case sceneTrain:
+		pool := train
+		if pairsSeen {
+			pool = slices.Concat(train, held)
+		}
+		s.ids = pickDistinct(r, pool, n, nil)
 	default:
 		s.ids = pickDistinct(r, train, n, nil)
 	}

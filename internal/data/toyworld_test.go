@@ -180,6 +180,7 @@ func TestWriteToyWorldRefuses(t *testing.T) {
 		{Clips: 1, Size: 64, Frames: 1},
 		{Clips: 1, Size: 64, Frames: 8, Recolour: 1.5},
 		{Clips: 1, Size: 64, Frames: 8, Recolour: math.NaN()},
+		{Clips: 1, Size: 64, Frames: 8, HoldOut: "shape"},
 	} {
 		if _, err := WriteToyWorld(t.TempDir(), c); err == nil {
 			t.Errorf("%+v accepted", c)
@@ -277,5 +278,64 @@ func TestToyWorldRecolour(t *testing.T) {
 	// Binomial(subjects, 0.5 * 29/30): the bounds are over 4 sigma out.
 	if lo, hi := subjects*3/10, subjects*7/10; changed < lo || changed > hi {
 		t.Fatalf("%d of %d training subjects recoloured, want about half", changed, subjects)
+	}
+}
+
+// TestToyWorldHoldOutPalette: with HoldOutPalette the held-out identities'
+// shapes and textures appear in training, never in their own palettes, and
+// the test set is the one HoldOutPair writes, byte for byte.
+func TestToyWorldHoldOutPalette(t *testing.T) {
+	cfg := ToyWorldConfig{Seed: 5, Clips: 6, Images: 60, Size: 64, Frames: 3, HoldOut: HoldOutPair}
+	pair, palette := t.TempDir(), t.TempDir()
+	if _, err := WriteToyWorld(pair, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.HoldOut = HoldOutPalette
+	if _, err := WriteToyWorld(palette, cfg); err != nil {
+		t.Fatal(err)
+	}
+	fa, fb := readTree(t, pair), readTree(t, palette)
+	for name, b := range fa {
+		if strings.HasPrefix(name, "test") && !bytes.Equal(b, fb[name]) {
+			t.Fatalf("%s differs: the hold-out changes training only", name)
+		}
+	}
+
+	held := map[[2]string]Identity{}
+	for _, id := range ToyIdentities() {
+		if id.HeldOut {
+			held[[2]string{id.Shape, id.Texture}] = id
+		}
+	}
+	count := func(dir string) (pairs int) {
+		m, err := LoadManifest(filepath.Join(dir, "train.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r, rec := range m.Records {
+			for k, s := range rec.Subjects {
+				parts := strings.Split(s.ID, "-") // shape-texture-colour-colour
+				id, ok := held[[2]string{parts[0], parts[1]}]
+				if !ok {
+					continue
+				}
+				pairs++
+				if s.ID == id.ID {
+					t.Fatalf("%s: training record %d subject %d is the held-out identity %s", dir, r, k, s.ID)
+				}
+				if want := IndefiniteArticle(s.Phrase) + " " + s.Phrase; !strings.Contains(rec.Caption, want) {
+					t.Fatalf("%s: training record %d: caption %q does not name %q", dir, r, rec.Caption, want)
+				}
+			}
+		}
+		return pairs
+	}
+	if n := count(pair); n != 0 {
+		t.Fatalf("hold-out pair: %d training subjects of held-out shape-and-texture pairs", n)
+	}
+	// 66 records of 1-3 subjects, each one of 24 identities: about 11
+	// subjects of the four held-out pairs are expected.
+	if n := count(palette); n < 3 {
+		t.Fatalf("hold-out palette: %d training subjects of held-out shape-and-texture pairs, want about 11", n)
 	}
 }
