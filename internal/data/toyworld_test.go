@@ -194,20 +194,7 @@ func TestWriteToyWorldRefuses(t *testing.T) {
 // test set byte for byte, no held-out shape-and-texture pair in training.
 func TestToyWorldRecolour(t *testing.T) {
 	cfg := ToyWorldConfig{Seed: 3, Clips: 6, Images: 40, Size: 64, Frames: 3}
-	plain, recoloured := t.TempDir(), t.TempDir()
-	if _, err := WriteToyWorld(plain, cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Recolour = 0.5
-	if _, err := WriteToyWorld(recoloured, cfg); err != nil {
-		t.Fatal(err)
-	}
-	fa, fb := readTree(t, plain), readTree(t, recoloured)
-	for name, b := range fa {
-		if strings.HasPrefix(name, "test") && !bytes.Equal(b, fb[name]) {
-			t.Fatalf("%s differs: test records are never recoloured", name)
-		}
-	}
+	plain, recoloured := sameTestSet(t, cfg, func(c *ToyWorldConfig) { c.Recolour = 0.5 })
 
 	rgb := map[string][3]uint8{}
 	for _, c := range ToyPalette() {
@@ -286,20 +273,7 @@ func TestToyWorldRecolour(t *testing.T) {
 // the test set is the one HoldOutPair writes, byte for byte.
 func TestToyWorldHoldOutPalette(t *testing.T) {
 	cfg := ToyWorldConfig{Seed: 5, Clips: 6, Images: 60, Size: 64, Frames: 3, HoldOut: HoldOutPair}
-	pair, palette := t.TempDir(), t.TempDir()
-	if _, err := WriteToyWorld(pair, cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg.HoldOut = HoldOutPalette
-	if _, err := WriteToyWorld(palette, cfg); err != nil {
-		t.Fatal(err)
-	}
-	fa, fb := readTree(t, pair), readTree(t, palette)
-	for name, b := range fa {
-		if strings.HasPrefix(name, "test") && !bytes.Equal(b, fb[name]) {
-			t.Fatalf("%s differs: the hold-out changes training only", name)
-		}
-	}
+	pair, palette := sameTestSet(t, cfg, func(c *ToyWorldConfig) { c.HoldOut = HoldOutPalette })
 
 	held := map[[2]string]Identity{}
 	for _, id := range ToyIdentities() {
@@ -338,4 +312,26 @@ func TestToyWorldHoldOutPalette(t *testing.T) {
 	if n := count(palette); n < 3 {
 		t.Fatalf("hold-out palette: %d training subjects of held-out shape-and-texture pairs, want about 11", n)
 	}
+}
+
+// sameTestSet writes the toy world of cfg and the one change makes of it,
+// and fails unless their test sets are the same byte for byte: the
+// options that change writes concern training alone.
+func sameTestSet(t *testing.T, cfg ToyWorldConfig, change func(*ToyWorldConfig)) (before, after string) {
+	t.Helper()
+	before, after = t.TempDir(), t.TempDir()
+	if _, err := WriteToyWorld(before, cfg); err != nil {
+		t.Fatal(err)
+	}
+	change(&cfg)
+	if _, err := WriteToyWorld(after, cfg); err != nil {
+		t.Fatal(err)
+	}
+	fa, fb := readTree(t, before), readTree(t, after)
+	for name, b := range fa {
+		if strings.HasPrefix(name, "test") && !bytes.Equal(b, fb[name]) {
+			t.Fatalf("%s differs: %+v changes training alone", name, cfg)
+		}
+	}
+	return before, after
 }
