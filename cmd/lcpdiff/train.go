@@ -37,7 +37,7 @@ var trainFlags = []flagSpec{
 
 	// These override the config's keys of the same meaning.
 	{"out", "o", "", "output folder: log, plot and checkpoints (overrides out_dir)"},
-	{"resume", "", "", "checkpoint folder to continue from, or \"latest\" for the newest under the output folder"},
+	{"resume", "", "", "checkpoint folder to continue from, or \"latest\" for the newest under the output folder (none yet: start afresh)"},
 	{"steps", "", 0, "optimizer steps in all, counting those before a resume (overrides steps)"},
 	{"lr", "", 0.0, "learning rate (overrides lr)"},
 	{"seed", "s", 0, "seed of the noise, timesteps, dropout and data order (overrides seed)"},

@@ -56,6 +56,9 @@ func CheckpointDir(outDir string, step int) string {
 	return filepath.Join(outDir, checkpointsDir, fmt.Sprintf("%s%08d", stepPrefix, step))
 }
 
+// errNoCheckpoint is LatestCheckpoint's error when outDir holds none.
+var errNoCheckpoint = errors.New("no checkpoint")
+
 // LatestCheckpoint is the checkpoint with the most steps under outDir.
 func LatestCheckpoint(outDir string) (string, error) {
 	root := filepath.Join(outDir, checkpointsDir)
@@ -64,7 +67,7 @@ func LatestCheckpoint(outDir string) (string, error) {
 		return "", err
 	}
 	if len(names) == 0 {
-		return "", fmt.Errorf("train: no checkpoint in %s", root)
+		return "", fmt.Errorf("train: %w in %s", errNoCheckpoint, root)
 	}
 	return filepath.Join(root, names[len(names)-1]), nil
 }

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,9 +36,20 @@ func TestResumeIsBitExact(t *testing.T) {
 		return c
 	}
 
+	// The straight run asks for "latest" too: with no checkpoint yet it
+	// starts afresh (as diffusers' --resume_from_checkpoint latest), so a
+	// script can always pass it.
 	straightDir := t.TempDir()
-	if err := Run(context.Background(), nil, config(straightDir), m, a, tinyData(0), cond, Hooks{}); err != nil {
+	straightCfg := config(straightDir)
+	straightCfg.Resume = "latest"
+	var said []string
+	logf := func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) }
+	if err := Run(context.Background(), nil, straightCfg, m, a, tinyData(0), cond, Hooks{Logf: logf}); err != nil {
 		t.Fatal(err)
+	}
+	afresh := "no checkpoint in " + filepath.Join(straightDir, checkpointsDir) + ": starting afresh"
+	if !slices.ContainsFunc(said, func(l string) bool { return strings.HasSuffix(l, afresh) }) {
+		t.Errorf("a first run with resume latest said %q", said)
 	}
 	straight := snapshot(a.Params())
 	defer freeAll(straight)

@@ -92,7 +92,8 @@ type Config struct {
 	// about a third more compute.
 	GradientCheckpointing bool `mapstructure:"gradient_checkpointing"`
 	// Resume is a checkpoint folder to continue from, or "latest" for the
-	// newest one under OutDir; empty starts afresh.
+	// newest one under OutDir (afresh while there is none); empty starts
+	// afresh.
 	Resume string `mapstructure:"resume"`
 }
 

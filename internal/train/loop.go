@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -162,16 +163,24 @@ func newTrainer(pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Ad
 // afresh, makes sure the run would not write over an older one.
 func (t *trainer) resumeOrStart() (resumed bool, err error) {
 	dir := t.cfg.Resume
+	if dir == "latest" {
+		// With no checkpoint yet "latest" starts afresh, as diffusers'
+		// --resume_from_checkpoint latest does, so that a script can pass
+		// it on its first run and on every run after an interruption.
+		latest, err := LatestCheckpoint(t.cfg.OutDir)
+		switch {
+		case errors.Is(err, errNoCheckpoint):
+			t.logf("%v: starting afresh", err)
+		case err != nil:
+			return false, err
+		}
+		dir = latest
+	}
 	if dir == "" {
 		if !t.lead() {
 			return false, nil // rank 0 checks the folder it alone writes
 		}
 		return false, checkFresh(t.cfg.OutDir)
-	}
-	if dir == "latest" {
-		if dir, err = LatestCheckpoint(t.cfg.OutDir); err != nil {
-			return false, err
-		}
 	}
 	st, err := t.loadCheckpoint(dir)
 	if err != nil {
