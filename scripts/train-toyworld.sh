@@ -5,7 +5,8 @@
 #   make && scripts/train-toyworld.sh [WORK_DIR]
 #
 # Every stage is seeded, and each is an ordinary lcpdiff command that can be
-# run, stopped (Ctrl-C checkpoints) and resumed on its own:
+# run, stopped (Ctrl-C checkpoints) and resumed on its own (each passes
+# --resume latest, which starts afresh while a stage has no checkpoint):
 #   1. the toy world: 800 training clips and 400 images of 64x64 (seed 0;
 #      RECOLOUR=P draws that share of its training subjects in random
 #      palettes, `data toyworld --recolour`: an experiment, the built-in
@@ -75,10 +76,8 @@ if [ ! -f "$WORK/vae-decoder.done" ]; then
 fi
 
 step "stage 1: base UNet and grounding"
-resume=()
-[ -d "$WORK/base/checkpoints" ] && resume=(--resume latest)
 "$BIN" --threads "$THREADS" --config configs/toyworld-base.yaml train \
-	-m "$WORK/model" --data "$WORK/data/train.jsonl" --out "$WORK/base" "${resume[@]}"
+	-m "$WORK/model" --data "$WORK/data/train.jsonl" --out "$WORK/base" --resume latest
 base=$(ls -d "$WORK"/base/checkpoints/step-* | sort | tail -n 1)
 if [ -n "$decoder" ]; then
 	step "waiting for the VAE decoder"
@@ -100,22 +99,19 @@ with_unet() { # with_unet FROM CHECKPOINT TO
 with_unet "$WORK/model" "$base" "$WORK/model-base"
 
 step "stage 2: LCP adapter"
-resume=()
-[ -d "$WORK/lcp/checkpoints" ] && resume=(--resume latest)
 "$BIN" --threads "$THREADS" --config configs/toyworld-lcp.yaml train \
 	-m "$WORK/model-base" --adapter "$base/adapter.safetensors" \
-	--data "$WORK/data/train.jsonl" --out "$WORK/lcp" "${resume[@]}"
+	--data "$WORK/data/train.jsonl" --out "$WORK/lcp" --resume latest
 lcp=$(ls -d "$WORK"/lcp/checkpoints/step-* | sort | tail -n 1)
 
 with_unet "$WORK/model-base" "$lcp" "$WORK/model-lcp"
 
 two_ranks() { # two_ranks CONFIG MODEL ADAPTER OUT [DATA]: a data-parallel stage on 127.0.0.1
-	local resume=() pids=()
-	[ -d "$4/checkpoints" ] && resume=(--resume latest)
+	local pids=()
 	for rank in 0 1; do
 		RANK=$rank LOCAL_RANK=$rank WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=${MASTER_PORT:-29511} \
 			"$BIN" --threads "$THREADS" --config "$1" train -m "$2" --adapter "$3" \
-			--data "${5:-$WORK/data/train.jsonl}" --out "$4" "${resume[@]}" &
+			--data "${5:-$WORK/data/train.jsonl}" --out "$4" --resume latest &
 		pids+=($!)
 	done
 	for pid in "${pids[@]}"; do wait "$pid"; done
