@@ -228,9 +228,10 @@ type ToyIdentification struct {
 // through synthesis: every identity of ids is rendered with the toy
 // world's own renderer at the pose that best fits the subject's pixels in
 // the box (their centroid, the radius their area implies for that shape,
-// and the best of 36 turns and three radii), and the identity whose rendering agrees with
-// the most pixels (same colour, over the union of both) wins. Shape,
-// texture and palette all have to match for a high agreement.
+// and the best of 36 turns and three radii), and the identity whose
+// rendering agrees with the most pixels (same colour, over the union of
+// both) wins, the first of a tie. Shape, texture and palette all have to
+// match for a high agreement.
 func IdentifyToy(img *data.RGB, box [4]float64, ids []data.Identity) ToyIdentification {
 	labels := subjectLabels(img)
 	x0, y0, x1, y1 := boxPixels(box, img.W, img.H)
@@ -248,16 +249,37 @@ func IdentifyToy(img *data.RGB, box [4]float64, ids []data.Identity) ToyIdentifi
 		return ToyIdentification{}
 	}
 	cx, cy := sx/float64(len(subject)), sy/float64(len(subject))
-	best := ToyIdentification{}
+
+	// Identities of one shape and texture differ in colours alone: each
+	// look is rendered once per pose, its pixels as roles (which of the
+	// two colours), and every identity of that look counts its agreement
+	// from them.
+	type look struct{ shape, texture string }
+	var looks []look
+	members := map[look][]int{}
+	colours := make([][2]int8, len(ids)) // each identity's colours as labels, -1 for none of the palette
+	for i, id := range ids {
+		l := look{id.Shape, id.Texture}
+		if members[l] == nil {
+			looks = append(looks, l)
+		}
+		members[l] = append(members[l], i)
+		colours[i] = [2]int8{int8(colourIndexRGB(id.RGB[0][:])), int8(colourIndexRGB(id.RGB[1][:]))}
+	}
+	agreement := make([]float64, len(ids)) // each identity's best over the poses
 	canvas := data.NewRGB(img.W, img.H)
-	for _, id := range ids {
-		r0 := math.Sqrt(float64(len(subject)) / shapeArea(id.Shape))
+	for _, l := range looks {
+		ms := members[l]
+		roles := data.Identity{Shape: l.shape, Texture: l.texture, RGB: [2][3]uint8{{0, 0, 1}, {0, 0, 2}}}
+		agree := make([]int, len(ms))
+		r0 := math.Sqrt(float64(len(subject)) / shapeArea(l.shape))
 		for pose := range identifyTurns * len(identifyScales) {
 			r := r0 * identifyScales[pose/identifyTurns]
 			angle := 2 * math.Pi * float64(pose%identifyTurns) / identifyTurns
 			clear(canvas.Pix)
-			mask := data.RenderSubject(canvas, id, cx, cy, r, angle)
-			agree, union := 0, 0
+			mask := data.RenderSubject(canvas, roles, cx, cy, r, angle)
+			clear(agree)
+			union := 0
 			for y := y0; y < y1; y++ {
 				for x := x0; x < x1; x++ {
 					p := y*img.W + x
@@ -267,14 +289,25 @@ func IdentifyToy(img *data.RGB, box [4]float64, ids []data.Identity) ToyIdentifi
 						continue
 					}
 					union++
-					if observed && rendered && colourIndexRGB(canvas.Pix[3*p:3*p+3]) == int(labels[p]) {
-						agree++
+					if observed && rendered {
+						role := canvas.Pix[3*p+2] - 1
+						for k, i := range ms {
+							if colours[i][role] == labels[p] {
+								agree[k]++
+							}
+						}
 					}
 				}
 			}
-			if a := float64(agree) / float64(union); a > best.Agreement {
-				best = ToyIdentification{Identity: id.ID, Agreement: a}
+			for k, i := range ms {
+				agreement[i] = max(agreement[i], float64(agree[k])/float64(union))
 			}
+		}
+	}
+	best := ToyIdentification{}
+	for i, a := range agreement {
+		if a > best.Agreement {
+			best = ToyIdentification{Identity: ids[i].ID, Agreement: a}
 		}
 	}
 	return best
