@@ -21,13 +21,17 @@ import (
 //
 //   - AP, AP50, AP75: the palette detector's boxes against the requested
 //     boxes, a subject's class its palette;
-//   - identity: the fraction of subjects the identity score names right
-//     (shape, texture and both colours), and the same over the zero-shot
-//     subjects alone (identity_zero_shot; images without one have none);
+//   - identity: the fraction of subjects that are the requested identity
+//     (ToyIdentityRight: shape, texture and both colours, in either role,
+//     for a checked subject reads the same with its colours swapped), and
+//     the same over the zero-shot subjects alone (identity_zero_shot;
+//     images without one have none). The nearest of the world's 24
+//     identities alone is mostly a colour test: on polish 6's 120 test
+//     clips it called 64% of the seen subjects right, where 52% had their
+//     shape right (IdentifyToyParts) and 31% pass ToyIdentityRight;
 //   - shape, texture and palette of the zero-shot subjects one by one
-//     (shape_zero_shot, texture_zero_shot, palette_zero_shot, from
-//     IdentifyToyParts; the palette counts as right with both colours in
-//     either role): which part of a new identity a model gets wrong;
+//     (shape_zero_shot, texture_zero_shot, palette_zero_shot): which part
+//     of a new identity a model gets wrong;
 //   - ground: whether the caption's ground is what surrounds the boxes.
 
 func init() { RegisterBench("toyworld", openToyWorld) }
@@ -145,9 +149,8 @@ func (s *toyScorer) Score(item *Item, img *data.RGB) (ImageScores, error) {
 	var boxes [][4]float64
 	for _, sub := range item.Subjects {
 		boxes = append(boxes, sub.Box)
-		got := IdentifyToy(img, sub.Box, s.ids)
 		id, _ := findIdentity(s.ids, sub.Name)
-		ok := got.Identity == sub.Name
+		ok := ToyIdentityRight(img, sub.Box, id, s.ids)
 		if ok {
 			right++
 		}

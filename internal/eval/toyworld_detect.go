@@ -313,6 +313,31 @@ func IdentifyToy(img *data.RGB, box [4]float64, ids []data.Identity) ToyIdentifi
 	return best
 }
 
+// ToyIdentityRight is whether the subject in box (normalised) of img is
+// the identity id: the look IdentifyToy finds nearest, among the world's
+// identities (ids) and id's two colours on every shape and texture in
+// either role, must have id's shape, texture and colours. Among the
+// world's identities alone a subject in the right colours is named right
+// whatever its shape and texture, for almost every palette is one
+// identity's; reading the colours from the box first (IdentifyToyParts)
+// is strict about shape and texture too, but misreads colours the VAE
+// pulls toward the ground (purple on water read as blue), which the
+// nearest look of a fixed set forgives.
+func ToyIdentityRight(img *data.RGB, box [4]float64, id data.Identity, ids []data.Identity) bool {
+	a, b := colourIndex(id.Palette[0]), colourIndex(id.Palette[1])
+	looks := slices.Clone(ids)
+	for _, look := range data.ToyIdentities() { // every shape with every texture
+		looks = append(looks, look.InPalette(a, b), look.InPalette(b, a))
+	}
+	got := IdentifyToy(img, box, looks)
+	k := slices.IndexFunc(looks, func(l data.Identity) bool { return l.ID == got.Identity })
+	if k < 0 {
+		return false // no subject in the box
+	}
+	l := looks[k]
+	return l.Shape == id.Shape && l.Texture == id.Texture && ToyParts{Colours: l.Palette}.SameColours(id)
+}
+
 // ToyParts are the looks in a box one by one, to tell which part of an
 // identity a model misses: a subject can be right in shape and texture
 // and wrong in one colour, which the identity score alone counts as a

@@ -195,3 +195,41 @@ func TestToyPartsTellColoursFromShape(t *testing.T) {
 		t.Errorf("an empty box: %+v", p)
 	}
 }
+
+// The identity score asks for the requested shape, texture and colours:
+// the requested colours on another shape or texture are a miss. Every
+// held-out identity's palette is no other identity's, so naming the
+// nearest of the world's identities called each of these right.
+func TestToyIdentityNeedsEveryPart(t *testing.T) {
+	const size = 64
+	ids := data.ToyIdentities()
+	scorer := &toyScorer{ids: ids}
+	box := [4]float64{16.0 / size, 16.0 / size, 48.0 / size, 48.0 / size}
+	for _, id := range ids {
+		if !id.HeldOut {
+			continue
+		}
+		otherShape, otherTexture := id, id
+		otherShape.Shape = map[string]string{"triangle": "circle", "square": "star", "circle": "cross", "cross": "ring"}[id.Shape]
+		otherTexture.Texture = map[string]string{"solid": "dots", "stripes": "checks", "dots": "solid", "checks": "stripes"}[id.Texture]
+		for _, c := range []struct {
+			drawn data.Identity
+			want  float64
+		}{{id, 1}, {id.InPalette(colourIndex(id.Palette[1]), colourIndex(id.Palette[0])), 1}, {otherShape, 0}, {otherTexture, 0}} {
+			img := data.NewRGB(size, size)
+			sand := data.ToyGrounds()[1].RGB
+			for i := range size * size {
+				copy(img.Pix[3*i:], sand[:])
+			}
+			data.RenderSubject(img, c.drawn, 32, 32, 13, 0.3)
+			item := &Item{Prompt: "x on sand", Subjects: []ItemSubject{{Name: id.ID, Box: box}}}
+			s, err := scorer.Score(item, img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Metrics[metricIdentity]; got != c.want || s.Metrics[metricZeroShot] != c.want {
+				t.Errorf("%s drawn as a %s %s %v: identity %v, zero-shot %v, want %v", id.ID, c.drawn.Texture, c.drawn.Shape, c.drawn.Palette, got, s.Metrics[metricZeroShot], c.want)
+			}
+		}
+	}
+}
