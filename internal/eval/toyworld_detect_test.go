@@ -233,3 +233,46 @@ func TestToyIdentityNeedsEveryPart(t *testing.T) {
 		}
 	}
 }
+
+// The identity score forgives a colour the VAE pulls toward the ground
+// as long as no other look fits better: the purple of a subject on water
+// pulled toward the water reads as blue pixel by pixel (so IdentifyToyParts
+// names the wrong colours), yet the subject is still nearer its own
+// identity than any other identity or any other look in its colours.
+func TestToyIdentityForgivesPulledColours(t *testing.T) {
+	const size = 64
+	ids := data.ToyIdentities()
+	var id data.Identity
+	for _, x := range ids {
+		if x.Palette[0] == "purple" && x.Texture == "dots" {
+			id = x
+		}
+	}
+	if id.ID == "" {
+		t.Fatal("no purple dotted identity in the toy world")
+	}
+	water := data.ToyGrounds()[2]
+	if water.Name != "water" {
+		t.Fatalf("grounds reordered: %v", data.ToyGrounds())
+	}
+	img := data.NewRGB(size, size)
+	for i := range size * size {
+		copy(img.Pix[3*i:], water.RGB[:])
+	}
+	data.RenderSubject(img, id, 32, 32, 13, 0.3)
+	purple := data.ToyPalette()[colourIndex("purple")].RGB
+	for p := range size * size {
+		if [3]uint8(img.Pix[3*p:3*p+3]) == purple {
+			for c := range 3 { // half way to the water
+				img.Pix[3*p+c] = uint8((int(purple[c]) + int(water.RGB[c])) / 2)
+			}
+		}
+	}
+	box := [4]float64{16.0 / size, 16.0 / size, 48.0 / size, 48.0 / size}
+	if p := IdentifyToyParts(img, box); p.SameColours(id) {
+		t.Fatalf("the pulled purple still reads as purple (%v): the test tests nothing", p.Colours)
+	}
+	if !ToyIdentityRight(img, box, id, ids) {
+		t.Errorf("%s with its purple pulled toward water: not recognised (nearest %+v)", id.ID, IdentifyToy(img, box, ids))
+	}
+}
