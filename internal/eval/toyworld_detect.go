@@ -335,7 +335,7 @@ func ToyIdentityRight(img *data.RGB, box [4]float64, id data.Identity, ids []dat
 		return false // no subject in the box
 	}
 	l := looks[k]
-	return l.Shape == id.Shape && l.Texture == id.Texture && ToyParts{Colours: l.Palette}.SameColours(id)
+	return l.Shape == id.Shape && l.Texture == id.Texture && samePalette(l.Palette, id.Palette)
 }
 
 // ToyParts are the looks in a box one by one, to tell which part of an
@@ -383,9 +383,11 @@ func IdentifyToyParts(img *data.RGB, box [4]float64) ToyParts {
 
 // SameColours is whether the parts' colours are the identity's, in
 // either role.
-func (p ToyParts) SameColours(id data.Identity) bool {
-	return p.Colours == id.Palette || p.Colours == [2]string{id.Palette[1], id.Palette[0]}
-}
+func (p ToyParts) SameColours(id data.Identity) bool { return samePalette(p.Colours, id.Palette) }
+
+// samePalette is whether two palettes hold the same two colours, in
+// either role.
+func samePalette(a, b [2]string) bool { return a == b || a == [2]string{b[1], b[0]} }
 
 // The poses IdentifyToy tries: turns of the full circle, and radii
 // around the one the area implies (a generated subject's area is only

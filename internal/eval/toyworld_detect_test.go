@@ -114,10 +114,7 @@ func TestToyDetectorGreenOffGrass(t *testing.T) {
 		t.Fatalf("grounds reordered: %v", data.ToyGrounds())
 	}
 	const size = 64
-	img := data.NewRGB(size, size)
-	for i := range size * size {
-		copy(img.Pix[3*i:], sand[:])
-	}
+	img := flatGround(size, sand)
 	mask := data.RenderSubject(img, id, 32, 32, 10, 0)
 	pulled := [3]uint8{}
 	for c := range 3 { // 60% of the way from green to grass
@@ -176,11 +173,7 @@ func TestToyPartsTellColoursFromShape(t *testing.T) {
 			look        data.Identity
 			rightColour bool
 		}{{id, true}, {id.InPalette(b, a), true}, {id.InPalette(a, other), false}} {
-			img := data.NewRGB(size, size)
-			sand := data.ToyGrounds()[1].RGB
-			for i := range size * size {
-				copy(img.Pix[3*i:], sand[:])
-			}
+			img := flatGround(size, data.ToyGrounds()[1].RGB)
 			data.RenderSubject(img, c.look, 32, 32, 13, 0.3)
 			p := IdentifyToyParts(img, box)
 			if p.Shape != id.Shape || p.Texture != id.Texture || p.SameColours(id) != c.rightColour {
@@ -216,11 +209,7 @@ func TestToyIdentityNeedsEveryPart(t *testing.T) {
 			drawn data.Identity
 			want  float64
 		}{{id, 1}, {id.InPalette(colourIndex(id.Palette[1]), colourIndex(id.Palette[0])), 1}, {otherShape, 0}, {otherTexture, 0}} {
-			img := data.NewRGB(size, size)
-			sand := data.ToyGrounds()[1].RGB
-			for i := range size * size {
-				copy(img.Pix[3*i:], sand[:])
-			}
+			img := flatGround(size, data.ToyGrounds()[1].RGB)
 			data.RenderSubject(img, c.drawn, 32, 32, 13, 0.3)
 			item := &Item{Prompt: "x on sand", Subjects: []ItemSubject{{Name: id.ID, Box: box}}}
 			s, err := scorer.Score(item, img)
@@ -255,10 +244,7 @@ func TestToyIdentityForgivesPulledColours(t *testing.T) {
 	if water.Name != "water" {
 		t.Fatalf("grounds reordered: %v", data.ToyGrounds())
 	}
-	img := data.NewRGB(size, size)
-	for i := range size * size {
-		copy(img.Pix[3*i:], water.RGB[:])
-	}
+	img := flatGround(size, water.RGB)
 	data.RenderSubject(img, id, 32, 32, 13, 0.3)
 	purple := data.ToyPalette()[colourIndex("purple")].RGB
 	for p := range size * size {
@@ -275,4 +261,14 @@ func TestToyIdentityForgivesPulledColours(t *testing.T) {
 	if !ToyIdentityRight(img, box, id, ids) {
 		t.Errorf("%s with its purple pulled toward water: not recognised (nearest %+v)", id.ID, IdentifyToy(img, box, ids))
 	}
+}
+
+// flatGround is a size x size image of one colour: a ground without its
+// texture, on which a test draws subjects.
+func flatGround(size int, rgb [3]uint8) *data.RGB {
+	img := data.NewRGB(size, size)
+	for i := range size * size {
+		copy(img.Pix[3*i:], rgb[:])
+	}
+	return img
 }
