@@ -45,6 +45,9 @@ THREADS=${THREADS:-1}
 mkdir -p "$WORK"
 
 step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)" >&2; }
+last_checkpoint() { # last_checkpoint OUT: a stage's checkpoint with the most steps
+	ls -d "$1"/checkpoints/step-* | sort | tail -n 1
+}
 
 if [ ! -f "$WORK/data/train.jsonl" ]; then
 	step "toy world"
@@ -78,7 +81,7 @@ fi
 step "stage 1: base UNet and grounding"
 "$BIN" --threads "$THREADS" --config configs/toyworld-base.yaml train \
 	-m "$WORK/model" --data "$WORK/data/train.jsonl" --out "$WORK/base" --resume latest
-base=$(ls -d "$WORK"/base/checkpoints/step-* | sort | tail -n 1)
+base=$(last_checkpoint "$WORK/base")
 if [ -n "$decoder" ]; then
 	step "waiting for the VAE decoder"
 	wait "$decoder"
@@ -102,7 +105,7 @@ step "stage 2: LCP adapter"
 "$BIN" --threads "$THREADS" --config configs/toyworld-lcp.yaml train \
 	-m "$WORK/model-base" --adapter "$base/adapter.safetensors" \
 	--data "$WORK/data/train.jsonl" --out "$WORK/lcp" --resume latest
-lcp=$(ls -d "$WORK"/lcp/checkpoints/step-* | sort | tail -n 1)
+lcp=$(last_checkpoint "$WORK/lcp")
 
 with_unet "$WORK/model-base" "$lcp" "$WORK/model-lcp"
 
@@ -119,19 +122,19 @@ two_ranks() { # two_ranks CONFIG MODEL ADAPTER OUT [DATA]: a data-parallel stage
 
 step "stage 3: both further, two ranks"
 two_ranks configs/toyworld-polish.yaml "$WORK/model-lcp" "$lcp/adapter.safetensors" "$WORK/polish"
-polish=$(ls -d "$WORK"/polish/checkpoints/step-* | sort | tail -n 1)
+polish=$(last_checkpoint "$WORK/polish")
 
 with_unet "$WORK/model-lcp" "$polish" "$WORK/model-polish"
 
 step "stage 4: once more, a fresh cosine"
 two_ranks configs/toyworld-polish2.yaml "$WORK/model-polish" "$polish/adapter.safetensors" "$WORK/polish2"
-polish2=$(ls -d "$WORK"/polish2/checkpoints/step-* | sort | tail -n 1)
+polish2=$(last_checkpoint "$WORK/polish2")
 
 with_unet "$WORK/model-polish" "$polish2" "$WORK/model-polish2"
 
 step "stage 5: once more, the zero image for dropped samples"
 two_ranks configs/toyworld-polish3.yaml "$WORK/model-polish2" "$polish2/adapter.safetensors" "$WORK/polish3"
-polish3=$(ls -d "$WORK"/polish3/checkpoints/step-* | sort | tail -n 1)
+polish3=$(last_checkpoint "$WORK/polish3")
 
 # Stages 6 and 7 start from stage 5's export in half precision, as they
 # were first run: from the built-in model of then, the one this export
@@ -154,14 +157,14 @@ done
 step "stage 6: three quarters of the subjects recoloured"
 two_ranks configs/toyworld-polish4.yaml "$WORK/model-polish3" "$WORK/model-polish3/adapter.safetensors" \
 	"$WORK/polish4" "$WORK/data-rc75/train.jsonl"
-polish4=$(ls -d "$WORK"/polish4/checkpoints/step-* | sort | tail -n 1)
+polish4=$(last_checkpoint "$WORK/polish4")
 
 with_unet "$WORK/model-polish3" "$polish4" "$WORK/model-polish4"
 
 step "stage 7: half of them"
 two_ranks configs/toyworld-polish5.yaml "$WORK/model-polish4" "$polish4/adapter.safetensors" \
 	"$WORK/polish5" "$WORK/data-rc50/train.jsonl"
-polish5=$(ls -d "$WORK"/polish5/checkpoints/step-* | sort | tail -n 1)
+polish5=$(last_checkpoint "$WORK/polish5")
 
 # Stage 8 starts from stage 7's export in half precision, as it was first
 # run: from the built-in model of then, which this export was.
@@ -181,7 +184,7 @@ fi
 step "stage 8: the held-out identities' shapes and textures seen"
 two_ranks configs/toyworld-polish6.yaml "$WORK/model-polish5" "$WORK/model-polish5/adapter.safetensors" \
 	"$WORK/polish6" "$WORK/data-hp50/train.jsonl"
-final=$(ls -d "$WORK"/polish6/checkpoints/step-* | sort | tail -n 1)
+final=$(last_checkpoint "$WORK/polish6")
 
 step "built-in model"
 "$BIN" model export -m "$WORK/model-polish5" --checkpoint "$final" --dtype fp16 --out internal/builtin/toyworld
