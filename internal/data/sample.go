@@ -23,7 +23,8 @@ type Sample struct {
 // SampleSubject is one subject of a sample.
 type SampleSubject struct {
 	Category, Phrase, ID string
-	Box                  Box // in the target
+	Box                  Box   // in the target
+	Mask                 *Gray // in the target, Size x Size: 255 on the subject
 	// Static is the static refiner's input: the subject in frame a.
 	// Dynamic is the DA-Encoder's: the same subject in frame b of a clip,
 	// or, for an image, Static after augmentation.
@@ -63,8 +64,9 @@ const refMargin = 1.2
 
 // SampleRecord makes a sample of rec. For a clip it draws two distinct
 // frames a and b; the target is frame a (resized with Pillow's bicubic,
-// masks with nearest), each subject's static reference its segment in
-// frame a and its dynamic reference its segment in frame b. For an image
+// masks with nearest), each subject's mask its mask in frame a, its static
+// reference its segment in frame a and its dynamic reference its segment
+// in frame b. For an image
 // the dynamic reference is the static one augmented by opts.Augment. The
 // same r state gives the same sample. A non-square frame is stretched to
 // the square target, which keeps every normalised box valid.
@@ -98,6 +100,7 @@ func SampleRecord(rec *Record, r *rand.Rand, opts SampleOptions) (*Sample, error
 		ss := SampleSubject{
 			Category: sub.Category, Phrase: sub.Phrase, ID: sub.ID,
 			Box:    fa.Boxes[k],
+			Mask:   fa.Masks[k].Resize(opts.Size, opts.Size, Nearest),
 			Static: segment(fa, k, opts.refSize()),
 		}
 		if rec.Clip {

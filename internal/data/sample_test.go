@@ -52,6 +52,7 @@ func TestSampleClip(t *testing.T) {
 			if sub.Box != rec.Subjects[k].Boxes[s.FrameA] || sub.Phrase != rec.Subjects[k].Phrase {
 				t.Fatalf("subject %d: box %v, want frame a's %v", k, sub.Box, rec.Subjects[k].Boxes[s.FrameA])
 			}
+			checkTargetMask(t, sub, 64)
 			checkRef(t, sub.Static, 40)
 			checkRef(t, sub.Dynamic, 40)
 			if want := segment(fb, k, 40); !bytes.Equal(sub.Dynamic.Image.Pix, want.Image.Pix) {
@@ -60,6 +61,24 @@ func TestSampleClip(t *testing.T) {
 			if want := segment(fa, k, 40); !bytes.Equal(sub.Static.Image.Pix, want.Image.Pix) {
 				t.Fatalf("subject %d: the static reference is not its segment in frame a", k)
 			}
+		}
+	}
+}
+
+// checkTargetMask: a subject's mask in the target is size x size and
+// lies where its box is (within a pixel and a half, as checkRef).
+func checkTargetMask(t *testing.T, sub SampleSubject, size int) {
+	t.Helper()
+	if sub.Mask == nil || sub.Mask.W != size || sub.Mask.H != size {
+		t.Fatalf("subject %s: target mask %+v, want %dx%d", sub.ID, sub.Mask, size, size)
+	}
+	box, ok := maskBox(sub.Mask)
+	if !ok {
+		t.Fatalf("subject %s: empty target mask", sub.ID)
+	}
+	for i := range 4 {
+		if math.Abs(box[i]-sub.Box[i]) > 1.5/float64(size) {
+			t.Fatalf("subject %s: box %v, its target mask's %v", sub.ID, sub.Box, box)
 		}
 	}
 }
@@ -81,6 +100,7 @@ func TestSampleImage(t *testing.T) {
 		t.Fatalf("frames %d, %d of an image", s.FrameA, s.FrameB)
 	}
 	for _, sub := range s.Subjects {
+		checkTargetMask(t, sub, 64)
 		checkRef(t, sub.Static, 40)
 		checkRef(t, sub.Dynamic, 40)
 		if bytes.Equal(sub.Static.Image.Pix, sub.Dynamic.Image.Pix) {

@@ -19,6 +19,10 @@ type Batch struct {
 	// conditioner turns into static references, image tokens and
 	// grounding tokens. A text-only conditioner ignores them.
 	Subjects [][]Subject
+	// Masks [B, 1, H, W] in {0, 1} are, per image, the union of its
+	// subjects' masks, which subject_loss_weight weighs the loss by; nil
+	// from a source without masks.
+	Masks *torch.Tensor
 }
 
 // Subject is one annotated subject of a training image (DESIGN.md,
@@ -50,6 +54,7 @@ type SubjectViews struct {
 // Free releases the batch's tensors.
 func (b *Batch) Free() {
 	b.Images.Free()
+	b.Masks.Free()
 	for _, subjects := range b.Subjects {
 		for _, s := range subjects {
 			s.Static.Free()

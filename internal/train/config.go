@@ -54,6 +54,13 @@ type Config struct {
 	// "none", no image term at all (the built-in toy-world model's LCP
 	// stages were trained so).
 	DroppedImage string `mapstructure:"dropped_image"`
+	// SubjectLossWeight makes the loss count a latent cell that a subject's
+	// mask touches 1 + SubjectLossWeight times as much as a background
+	// cell (the weights scaled to mean 1 over the batch, so the loss stays
+	// on an MSE's scale). Subjects are a small part of a toy-world image
+	// and the part the method is about; 0, the default, is the paper's
+	// plain Eq. 1. It needs a data source with masks (a manifest).
+	SubjectLossWeight float64 `mapstructure:"subject_loss_weight"`
 	// Seed keys every random draw: the data order and augmentation, and
 	// each sample's noise, timestep and dropout decisions (see Draws).
 	Seed uint64 `mapstructure:"seed"`
@@ -184,6 +191,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: phrase_dropout is a probability, got %g", c.PhraseDropout)
 	case c.PhraseDropout > 0 && c.Conditioner != "lcp":
 		return fmt.Errorf("train: phrase_dropout needs the lcp conditioner (the %s conditioner has no reference images to carry the words it drops)", c.Conditioner)
+	case c.SubjectLossWeight < 0:
+		return fmt.Errorf("train: subject_loss_weight must be 0 (off) or more, got %g", c.SubjectLossWeight)
 	case c.LogEvery < 1:
 		return fmt.Errorf("train: log_every must be at least 1, got %d", c.LogEvery)
 	case c.SampleEvery < 0 || c.CheckpointEvery < 0:

@@ -62,6 +62,7 @@ func TestConfigValidate(t *testing.T) {
 		"phrase_dropout":          func(c *Config) { c.PhraseDropout = -0.1 },
 		"phrase_needs":            func(c *Config) { c.PhraseDropout, c.Conditioner = 0.3, "grounding" },
 		"checkpoints_total_limit": func(c *Config) { c.CheckpointsTotalLimit = -1 },
+		"subject_loss_weight":     func(c *Config) { c.SubjectLossWeight = -1 },
 	} {
 		c := Defaults()
 		change(&c)

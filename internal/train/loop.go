@@ -438,7 +438,7 @@ func (t *trainer) microStep() (float64, error) {
 		return 0, fmt.Errorf("train: step %d: conditioning: %w", t.step+1, err)
 	}
 	defer t.cond.Clear()
-	loss := t.loss(b.Images, embeds, d)
+	loss := t.loss(b, embeds, d)
 	v := loss.Item()
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return v, nil
@@ -463,21 +463,30 @@ func (t *trainer) check(b *Batch) error {
 	if len(b.Index) != t.cfg.BatchSize {
 		return fmt.Errorf("batch has %d sample indices for %d images", len(b.Index), t.cfg.BatchSize)
 	}
+	if t.cfg.SubjectLossWeight > 0 {
+		if b.Masks == nil {
+			return errors.New("subject_loss_weight needs subject masks, and this data source has none (train on a manifest)")
+		}
+		if s := b.Masks.Shape(); !slices.Equal(s, []int64{int64(t.cfg.BatchSize), 1, r, r}) {
+			return fmt.Errorf("batch masks are %v, want [%d 1 %d %d]", s, t.cfg.BatchSize, r, r)
+		}
+	}
 	return nil
 }
 
-// loss is Eq. 1 on images [B, 3, H, W]: the mean squared error between the
-// noise added at random timesteps and the UNet's prediction of it (or the
-// velocity, for a v-prediction model), each row's noise and timestep its
-// own draws of d.
-func (t *trainer) loss(images, embeds *torch.Tensor, d Draws) *torch.Tensor {
+// loss is Eq. 1 on the batch's images [B, 3, H, W]: the mean squared error
+// between the noise added at random timesteps and the UNet's prediction of
+// it (or the velocity, for a v-prediction model), each row's noise and
+// timestep its own draws of d; with SubjectLossWeight, weighted towards
+// the subjects (latentWeights).
+func (t *trainer) loss(b *Batch, embeds *torch.Tensor, d Draws) *torch.Tensor {
 	m := t.model
 	var x0 *torch.Tensor
 	torch.NoGrad(func() {
 		// The posterior mean rather than a sample: the VAE is frozen and
 		// its std at SD's scale is negligible, and the mean spends no
 		// random numbers.
-		mean, _ := m.VAE.Encode(images.ToOptions(m.Options))
+		mean, _ := m.VAE.Encode(b.Images.ToOptions(m.Options))
 		x0 = m.VAE.Config.ScaleLatents(mean)
 	})
 	noise := d.noise(m.Options, x0.Shape()[1:]...)
@@ -489,5 +498,24 @@ func (t *trainer) loss(images, embeds *torch.Tensor, d Draws) *torch.Tensor {
 	}
 	var pred *torch.Tensor
 	t.autocast(func() { pred = m.UNet.Forward(noisy, timesteps.ToDevice(m.Options.Device), embeds) })
-	return pred.To(torch.Float32).Sub(target.To(torch.Float32)).Square().Mean()
+	sq := pred.To(torch.Float32).Sub(target.To(torch.Float32)).Square()
+	if t.cfg.SubjectLossWeight > 0 {
+		sq = sq.Mul(latentWeights(b.Masks.ToOptions(m.Options), x0.Size(2), t.cfg.SubjectLossWeight))
+	}
+	return sq.Mean()
+}
+
+// latentWeights are the loss weights [B, 1, h, h] of masks [B, 1, H, H]
+// on an h x h latent grid: 1 + subjectWeight on a cell any mask pixel of
+// its H/h x H/h patch covers, 1 elsewhere, scaled to mean 1 over the
+// batch. A cell the subject only touches counts whole: at the toy world's
+// 4 px cells, a small subject's outline is a good part of its shape.
+func latentWeights(masks *torch.Tensor, h int64, subjectWeight float64) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor {
+		s := masks.Shape()
+		f := s[2] / h
+		covered := masks.Reshape(s[0], 1, h, f, h, f).Amax(3, 5) // [B, 1, h, h]
+		w := covered.MulScalar(subjectWeight).AddScalar(1)
+		return w.Div(w.Mean())
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/lcpdiff/lcpdiff/internal/model/lcp"
@@ -30,7 +32,7 @@ func evalLoss(t *testing.T, m *pipeline.Model, a *lcp.Adapter, cond Conditioner,
 			if err != nil {
 				t.Fatal(err)
 			}
-			total += tr.loss(b.Images, embeds, d).Item()
+			total += tr.loss(b, embeds, d).Item()
 			cond.Clear()
 		}
 	})
@@ -175,5 +177,89 @@ func TestRunsAtConstantMemory(t *testing.T) {
 		if n != live[0] {
 			t.Fatalf("live tensors after each step: %v (step %d differs from step 1)", live, i+1)
 		}
+	}
+}
+
+func TestLatentWeights(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	// Two 8x8 masks on a 2x2 latent grid: the first image's one pixel, at
+	// column 5 and row 2, lies in the top-right cell; the second is empty.
+	pix := make([]float32, 2*8*8)
+	pix[2*8+5] = 1
+	w := latentWeights(torch.New(pix, 2, 1, 8, 8), 2, 3)
+	if s := w.Shape(); !slices.Equal(s, []int64{2, 1, 2, 2}) {
+		t.Fatalf("weights are %v, want [2 1 2 2]", s)
+	}
+	// 1 + 3 on the covered cell and 1 on the seven others, over their
+	// mean 11/8.
+	want := []float32{1, 4, 1, 1, 1, 1, 1, 1}
+	for i := range want {
+		want[i] /= 11.0 / 8
+	}
+	if got := w.Float32s(); !slices.Equal(got, want) {
+		t.Errorf("weights %v, want %v", got, want)
+	}
+}
+
+// A subject weight k on a batch whose first image is all subject and whose
+// second has none makes the loss ((1+k)·L0 + L1)/(2+k), L0 and L1 the two
+// images' own losses.
+func TestSubjectLossWeightWeighsTheSubjects(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	m, a := loadTiny(t)
+	cond := newTestConditioner(m, a, 0)
+	defer cond.free()
+	b, err := tinyData(2).Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Free()
+	r := b.Images.Size(2)
+	b.Masks = torch.Cat([]*torch.Tensor{torch.Ones(1, 1, r, r), torch.Zeros(1, 1, r, r)}, 0)
+	lossOf := func(b *Batch, weight float64) float64 {
+		tr := &trainer{cfg: Config{SubjectLossWeight: weight}, model: m, adapter: a, ddpm: pipeline.NewDDPM(m.Scheduler)}
+		var v float64
+		torch.NoGrad(func() {
+			d := NewDraws(1234, 1, b.Index)
+			embeds, err := cond.Condition(b, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cond.Clear()
+			v = tr.loss(b, embeds, d).Item()
+		})
+		return v
+	}
+	row := func(i int64) *Batch {
+		return &Batch{Images: b.Images.Narrow(0, i, 1), Captions: b.Captions[i : i+1], Index: b.Index[i : i+1]}
+	}
+	l0, l1 := lossOf(row(0), 0), lossOf(row(1), 0)
+	const k = 4
+	got, want := lossOf(b, k), ((1+k)*l0+l1)/(2+k)
+	t.Logf("image losses %.6f and %.6f; weighted %.6f, want %.6f; plain %.6f", l0, l1, got, want, lossOf(b, 0))
+	// fp32 noise of a batch of two against two batches of one.
+	if math.Abs(got-want) > 1e-5*want {
+		t.Errorf("weighted loss %g, want %g", got, want)
+	}
+	if math.Abs(l0-l1) < 1e-3*want {
+		t.Fatalf("the two images' losses %g and %g are too close to tell weighting from none", l0, l1)
+	}
+}
+
+// Synthetic data has no subject masks to weigh the loss by: the run stops
+// at its first step and says why.
+func TestSubjectLossWeightNeedsMasks(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	m, a := loadTiny(t)
+	cond := newTestConditioner(m, a, 0)
+	defer cond.free()
+	cfg := tinyConfig(t.TempDir(), 2, "*fuser*")
+	cfg.SubjectLossWeight = 2
+	err := Run(context.Background(), nil, cfg, m, a, tinyData(1), cond, Hooks{})
+	if err == nil || !strings.Contains(err.Error(), "subject_loss_weight") || !strings.Contains(err.Error(), "step 1") {
+		t.Fatalf("Run on data without masks: %v, want an error naming subject_loss_weight at step 1", err)
 	}
 }

@@ -109,11 +109,13 @@ func (b *ManifestBatches) stopPrefetch() {
 // subject its box, words and both references.
 func newBatch(samples []*data.Sample) *Batch {
 	targets := make([]*data.RGB, len(samples))
+	masks := make([]*data.Gray, len(samples))
 	b := &Batch{Captions: make([]string, len(samples)), Index: make([]int, len(samples)), Subjects: make([][]Subject, len(samples))}
 	for i, s := range samples {
 		targets[i] = s.Target
 		b.Captions[i] = s.Caption
 		b.Index[i] = s.Index
+		masks[i] = subjectsUnion(s)
 		for _, sub := range s.Subjects {
 			b.Subjects[i] = append(b.Subjects[i], Subject{
 				Box:      sub.Box,
@@ -127,7 +129,19 @@ func newBatch(samples []*data.Sample) *Batch {
 		}
 	}
 	b.Images = imageTensor(targets...)
+	b.Masks = masksTensor(masks...)
 	return b
+}
+
+// subjectsUnion is the union of a sample's subject masks in its target.
+func subjectsUnion(s *data.Sample) *data.Gray {
+	out := data.NewGray(s.Target.W, s.Target.H)
+	for _, sub := range s.Subjects {
+		for i, v := range sub.Mask.Pix {
+			out.Pix[i] = max(out.Pix[i], v)
+		}
+	}
+	return out
 }
 
 // imageTensor stacks images of one size into [N, 3, H, W] in [-1, 1], the
@@ -154,7 +168,20 @@ func refTensor(img *data.RGB) *torch.Tensor {
 
 // maskTensor is a mask as [1, H, W] in {0, 1}.
 func maskTensor(m *data.Gray) *torch.Tensor {
+	return torch.Scoped(func() *torch.Tensor { return masksTensor(m).Squeeze(0) })
+}
+
+// masksTensor stacks masks of one size into [N, 1, H, W] in {0, 1}.
+func masksTensor(masks ...*data.Gray) *torch.Tensor {
+	w, h := masks[0].W, masks[0].H
+	pix := make([]uint8, 0, len(masks)*w*h)
+	for _, m := range masks {
+		if m.W != w || m.H != h {
+			panic(fmt.Sprintf("train: masks of %dx%d and %dx%d in one tensor", w, h, m.W, m.H))
+		}
+		pix = append(pix, m.Pix...)
+	}
 	return torch.Scoped(func() *torch.Tensor {
-		return torch.New(m.Pix, 1, int64(m.H), int64(m.W)).GtScalar(0).To(torch.Float32)
+		return torch.New(pix, int64(len(masks)), 1, int64(h), int64(w)).GtScalar(0).To(torch.Float32)
 	})
 }

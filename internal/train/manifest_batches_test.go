@@ -52,7 +52,7 @@ func nextBatches(t *testing.T, b *ManifestBatches, n int) []*Batch {
 
 // sameBatch compares two batches bit for bit, subjects included.
 func sameBatch(a, b *Batch) bool {
-	if !sameBits(a.Images, b.Images) || !slices.Equal(a.Captions, b.Captions) || len(a.Subjects) != len(b.Subjects) {
+	if !sameBits(a.Images, b.Images) || !sameBits(a.Masks, b.Masks) || !slices.Equal(a.Captions, b.Captions) || len(a.Subjects) != len(b.Subjects) {
 		return false
 	}
 	for i := range a.Subjects {
@@ -68,6 +68,46 @@ func sameBatch(a, b *Batch) bool {
 		}
 	}
 	return true
+}
+
+// checkSubjectMasks: a batch's masks are [B, 1, size, size], each image's
+// every pixel at 1 inside one of its subjects' boxes (within a pixel and a
+// half) and every box holding some.
+func checkSubjectMasks(t *testing.T, b *Batch, size int) {
+	t.Helper()
+	n := int64(len(b.Subjects))
+	if got := b.Masks.Shape(); !slices.Equal(got, []int64{n, 1, int64(size), int64(size)}) {
+		t.Fatalf("masks are %v, want [%d 1 %d %d]", got, n, size, size)
+	}
+	pix := b.Masks.Float32s()
+	slack := 1.5 / float64(size)
+	for i, subjects := range b.Subjects {
+		hits := make([]int, len(subjects))
+		for p, v := range pix[i*size*size : (i+1)*size*size] {
+			if v == 0 {
+				continue
+			}
+			if v != 1 {
+				t.Fatalf("image %d: mask value %g", i, v)
+			}
+			x, y := (float64(p%size)+0.5)/float64(size), (float64(p/size)+0.5)/float64(size)
+			inside := false
+			for k, sub := range subjects {
+				if x > sub.Box[0]-slack && x < sub.Box[2]+slack && y > sub.Box[1]-slack && y < sub.Box[3]+slack {
+					hits[k]++
+					inside = true
+				}
+			}
+			if !inside {
+				t.Fatalf("image %d: mask pixel (%.3f, %.3f) in no subject's box", i, x, y)
+			}
+		}
+		for k, h := range hits {
+			if h == 0 {
+				t.Errorf("image %d: subject %d's box %v holds no mask pixel", i, k, subjects[k].Box)
+			}
+		}
+	}
 }
 
 func TestManifestBatchesShapesAndDeterminism(t *testing.T) {
@@ -106,6 +146,8 @@ func TestManifestBatchesShapesAndDeterminism(t *testing.T) {
 			t.Errorf("dynamic reference %v, box %v", sub.Dynamic.Shape(), sub.Box)
 		}
 	}
+
+	checkSubjectMasks(t, b, 32)
 
 	for i := range first {
 		if !sameBatch(first[i], again[i]) {
