@@ -66,10 +66,10 @@ const refMargin = 1.2
 // frames a and b; the target is frame a (resized with Pillow's bicubic,
 // masks with nearest), each subject's mask its mask in frame a, its static
 // reference its segment in frame a and its dynamic reference its segment
-// in frame b. For an image
-// the dynamic reference is the static one augmented by opts.Augment. The
-// same r state gives the same sample. A non-square frame is stretched to
-// the square target, which keeps every normalised box valid.
+// in frame b. For an image the dynamic reference is the static one
+// augmented by opts.Augment. The same r state gives the same sample. A
+// non-square frame is stretched to the square target, which keeps every
+// normalised box valid.
 func SampleRecord(rec *Record, r *rand.Rand, opts SampleOptions) (*Sample, error) {
 	if opts.Size <= 0 || opts.RefSize < 0 {
 		return nil, fmt.Errorf("sample sizes %d and %d: must be positive", opts.Size, opts.RefSize)

@@ -500,7 +500,7 @@ func (t *trainer) loss(b *Batch, embeds *torch.Tensor, d Draws) *torch.Tensor {
 	t.autocast(func() { pred = m.UNet.Forward(noisy, timesteps.ToDevice(m.Options.Device), embeds) })
 	sq := pred.To(torch.Float32).Sub(target.To(torch.Float32)).Square()
 	if t.cfg.SubjectLossWeight > 0 {
-		sq = sq.Mul(latentWeights(b.Masks.ToOptions(m.Options), x0.Size(2), t.cfg.SubjectLossWeight))
+		sq = sq.Mul(latentWeights(b.Masks.ToDevice(m.Options.Device), x0.Size(2), t.cfg.SubjectLossWeight))
 	}
 	return sq.Mean()
 }

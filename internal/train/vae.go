@@ -514,13 +514,7 @@ func (m *trainableVAE) step(b vaeBatch, cfg VAEConfig, opt *torch.AdamW, gen *to
 // stays on the scale of a plain MSE.
 func pixelWeights(masks []*data.Gray, subjectWeight float64) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
-		w, h := masks[0].W, masks[0].H
-		pix := make([]uint8, 0, len(masks)*w*h)
-		for _, m := range masks {
-			pix = append(pix, m.Pix...)
-		}
-		inside := torch.New(pix, int64(len(masks)), 1, int64(h), int64(w)).GtScalar(0).To(torch.Float32)
-		weights := inside.MulScalar(subjectWeight).AddScalar(1)
+		weights := masksTensor(masks...).MulScalar(subjectWeight).AddScalar(1)
 		return weights.Div(weights.Mean())
 	})
 }
