@@ -23,8 +23,7 @@ func TestResumeIsBitExact(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
 	m, a := loadTiny(t)
-	cond := newTestConditioner(m, a, 0.3)
-	defer cond.free()
+	cond := newTestConditioner(t, m, a, 0.3)
 	initial := snapshot(a.Params())
 	defer freeAll(initial)
 	config := func(dir string) Config {

@@ -44,15 +44,17 @@ type testConditioner struct {
 	objs    *torch.Tensor // grounding tokens of the current batch
 }
 
-func newTestConditioner(m *pipeline.Model, a *lcp.Adapter, textDropout float64) *testConditioner {
+func newTestConditioner(t *testing.T, m *pipeline.Model, a *lcp.Adapter, textDropout float64) *testConditioner {
 	g := torch.NewGenerator(99)
 	defer g.Close()
-	return &testConditioner{
+	c := &testConditioner{
 		text:    &TextConditioner{Model: m, Dropout: textDropout},
 		adapter: a,
 		hidden:  torch.Persist(torch.Randn(g, 1, 5, a.IP.Resampler.Config.EmbeddingDim)),
 		phrase:  torch.Persist(torch.Randn(g, 1, 1, m.UNet.Config.CrossAttentionDim)),
 	}
+	t.Cleanup(c.free)
+	return c
 }
 
 func (c *testConditioner) Condition(b *Batch, d Draws) (*torch.Tensor, error) {

@@ -58,8 +58,7 @@ func TestOverfitsFixedBatchAndFreezesTheRest(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
 	m, a := loadTiny(t)
-	cond := newTestConditioner(m, a, 0)
-	defer cond.free()
+	cond := newTestConditioner(t, m, a, 0)
 	dir := t.TempDir()
 	// The fusers alone: a small part, but one that acts on every
 	// transformer block.
@@ -161,8 +160,7 @@ func TestRunsAtConstantMemory(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
 	m, a := loadTiny(t)
-	cond := newTestConditioner(m, a, 0.5)
-	defer cond.free()
+	cond := newTestConditioner(t, m, a, 0.5)
 	cfg := tinyConfig(t.TempDir(), 30, AdapterTrainable...)
 	cfg.CheckpointEvery = 10
 	live := make([]int64, 0, 30)
@@ -209,8 +207,7 @@ func TestSubjectLossWeightWeighsTheSubjects(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
 	m, a := loadTiny(t)
-	cond := newTestConditioner(m, a, 0)
-	defer cond.free()
+	cond := newTestConditioner(t, m, a, 0)
 	b, err := tinyData(2).Next()
 	if err != nil {
 		t.Fatal(err)
@@ -254,8 +251,7 @@ func TestSubjectLossWeightNeedsMasks(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
 	m, a := loadTiny(t)
-	cond := newTestConditioner(m, a, 0)
-	defer cond.free()
+	cond := newTestConditioner(t, m, a, 0)
 	cfg := tinyConfig(t.TempDir(), 2, "*fuser*")
 	cfg.SubjectLossWeight = 2
 	err := Run(context.Background(), nil, cfg, m, a, tinyData(1), cond, Hooks{})
