@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,6 +35,7 @@ var trainFlags = []flagSpec{
 	{"tokenizer", "", "", "tokenizer folder for a single-file checkpoint (default: tokenizer/ beside it)"},
 	{"device", "", "cpu", "cpu, cuda or cuda:N"},
 	{"quiet", "q", false, "no progress bar"},
+	{"eval-loss", "", 0, "train nothing: measure the objective on `N` batches of --data (held-out data, e.g. another toy world's train.jsonl), every condition present, each batch's noise and timesteps those of a run's step of the same number, so that models measured alike are compared on the same draws; print it and its part on the subjects' latent cells"},
 
 	// These override the config's keys of the same meaning.
 	{"out", "o", "", "output folder: log, plot and checkpoints (overrides out_dir)"},
@@ -128,9 +130,20 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		}
 	}
 	device := v.GetString("device")
-	pg, backend, err := joinTrainingJob(device)
-	if err != nil {
-		return err
+	heldOut := v.GetInt("eval-loss")
+	if heldOut < 0 {
+		return fmt.Errorf("--eval-loss %d: want a number of batches", heldOut)
+	}
+	var pg *torch.ProcessGroup
+	var backend string
+	if heldOut == 0 {
+		if pg, backend, err = joinTrainingJob(device); err != nil {
+			return err
+		}
+	} else {
+		// Measured with every condition, so that a model's number does
+		// not hang on which samples the dropout draws struck.
+		cfg.TextDropout, cfg.ImageDropout, cfg.PhraseDropout = 0, 0, 0
 	}
 	lead := pg == nil || pg.Rank() == 0
 	if pg != nil {
@@ -185,6 +198,10 @@ func runTrain(cmd *cobra.Command, v *viper.Viper) error {
 		cond = train.NewGroundingConditioner(m, a, cfg)
 	default:
 		cond = &train.TextConditioner{Model: m, Dropout: cfg.TextDropout}
+	}
+
+	if heldOut > 0 {
+		return printHeldOutLoss(stdout, cfg, m, a, batches, cond, heldOut, manifestPath)
 	}
 
 	ctx, stop := train.OnInterrupt(cmd.Context())
@@ -433,4 +450,18 @@ func freshResampler(s train.ResamplerSize, enc pipeline.Encoders, m *pipeline.Mo
 		r.Depth = s.Depth
 	}
 	return r
+}
+
+// printHeldOutLoss measures and prints --eval-loss.
+func printHeldOutLoss(w io.Writer, cfg train.Config, m *pipeline.Model, a *lcp.Adapter, data train.Batches, cond train.Conditioner, n int, manifest string) error {
+	r, err := train.MeasureHeldOut(cfg, m, a, data, cond, n)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "held-out loss %.5f over %d batches of %d from %s", r.Loss, r.Batches, cfg.BatchSize, manifest)
+	if !math.IsNaN(r.Subjects) {
+		fmt.Fprintf(w, "; on the subjects' latent cells %.5f (%.1f%% of the cells)", r.Subjects, 100*r.SubjectShare)
+	}
+	fmt.Fprintln(w)
+	return nil
 }

@@ -87,6 +87,44 @@ func TestTrainAndResume(t *testing.T) {
 	}
 }
 
+// --eval-loss trains nothing and writes nothing: it prints the objective
+// on fixed draws, the same on every run, and its subject part (the toy
+// manifest has masks).
+func TestTrainEvalLoss(t *testing.T) {
+	defer torch.SetNumThreads(torch.NumThreads())
+	manifest := toyManifest(t)
+	out := filepath.Join(t.TempDir(), "run")
+	config := func(textDropout string) string {
+		return writeConfig(t,
+			"batch_size: 2", "resolution: 64", "conditioner: grounding", `trainable: ["position_net.*", "*fuser*"]`,
+			"text_dropout: "+textDropout, "out_dir: "+out, "data: "+manifest)
+	}
+	model := golden.Path(t, "tiny-sd")
+	var outputs []string
+	// The dropout of the configuration does not apply: every condition
+	// is present.
+	for _, cfg := range []string{config("0.5"), config("0.5"), config("0")} {
+		stdout, err := run(t, "--threads", "1", "--config", cfg, "train", "-m", model, "-q", "--eval-loss", "2")
+		if err != nil {
+			t.Fatalf("train --eval-loss: %v\n%s", err, stdout)
+		}
+		outputs = append(outputs, stdout)
+	}
+	t.Log(outputs[0])
+	if !strings.Contains(outputs[0], "held-out loss ") || !strings.Contains(outputs[0], "over 2 batches of 2") ||
+		!strings.Contains(outputs[0], "on the subjects' latent cells ") {
+		t.Errorf("output:\n%s", outputs[0])
+	}
+	for i, o := range outputs[1:] {
+		if o != outputs[0] {
+			t.Errorf("measurement %d:\n%s\nthe first:\n%s", i+2, o, outputs[0])
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("--eval-loss wrote %s (%v)", out, err)
+	}
+}
+
 func TestTrainErrors(t *testing.T) {
 	manifest := toyManifest(t)
 	model := golden.Path(t, "tiny-sd")
@@ -103,6 +141,7 @@ func TestTrainErrors(t *testing.T) {
 		{"short betas", []string{"--config", writeConfig(t, "betas: [0.9]"), "train", "-m", model, "--data", manifest}, "betas"},
 		{"missing manifest", []string{"train", "-m", model, "--data", "/nonexistent/train.jsonl"}, "/nonexistent/train.jsonl"},
 		{"no manifest", []string{"train", "-m", model}, "--data"},
+		{"negative eval-loss", []string{"train", "-m", model, "--data", manifest, "--eval-loss", "-2"}, "--eval-loss -2"},
 		{"no model", []string{"train", "--data", manifest}, "--model"},
 		{"two adapters", []string{"train", "-m", model, "--data", manifest, "--adapter", "a", "--gligen", "g"}, "not both"},
 		// The shipped config reads; the missing manifest is what fails.

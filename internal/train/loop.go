@@ -89,12 +89,8 @@ func newTrainer(pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Ad
 	if !t.lead() {
 		t.hooks = Hooks{} // rank 0 reports for the job
 	}
-	switch m.Scheduler.PredictionType {
-	case "", "epsilon":
-	case "v_prediction":
-		t.velocity = true
-	default:
-		return nil, fmt.Errorf("train: the model predicts %q; training knows epsilon and v_prediction", m.Scheduler.PredictionType)
+	if t.velocity, err = predictsVelocity(m); err != nil {
+		return nil, err
 	}
 	if err := checkPrecision(cfg.MixedPrecision, m.Options.Device); err != nil {
 		return nil, err
@@ -157,6 +153,17 @@ func newTrainer(pg *torch.ProcessGroup, cfg Config, m *pipeline.Model, a *lcp.Ad
 			t.train.count(), len(t.train.params), t.world()*cfg.SamplesPerStep(), t.world(), cfg.SamplesPerStep())
 	}
 	return t, nil
+}
+
+// predictsVelocity tells a v-prediction model from an epsilon one.
+func predictsVelocity(m *pipeline.Model) (bool, error) {
+	switch m.Scheduler.PredictionType {
+	case "", "epsilon":
+		return false, nil
+	case "v_prediction":
+		return true, nil
+	}
+	return false, fmt.Errorf("train: the model predicts %q; training knows epsilon and v_prediction", m.Scheduler.PredictionType)
 }
 
 // resumeOrStart loads the checkpoint cfg.Resume names, or, starting
@@ -480,6 +487,17 @@ func (t *trainer) check(b *Batch) error {
 // timestep its own draws of d; with SubjectLossWeight, weighted towards
 // the subjects (latentWeights).
 func (t *trainer) loss(b *Batch, embeds *torch.Tensor, d Draws) *torch.Tensor {
+	sq := t.sqError(b, embeds, d)
+	if t.cfg.SubjectLossWeight > 0 {
+		sq = sq.Mul(latentWeights(b.Masks.ToDevice(t.model.Options.Device), sq.Size(2), t.cfg.SubjectLossWeight))
+	}
+	return sq.Mean()
+}
+
+// sqError is the squared error [B, C, h, w] in float32 of the UNet's
+// prediction on the batch's latents, noised with d's draws: Eq. 1 before
+// its mean.
+func (t *trainer) sqError(b *Batch, embeds *torch.Tensor, d Draws) *torch.Tensor {
 	m := t.model
 	var x0 *torch.Tensor
 	torch.NoGrad(func() {
@@ -498,11 +516,7 @@ func (t *trainer) loss(b *Batch, embeds *torch.Tensor, d Draws) *torch.Tensor {
 	}
 	var pred *torch.Tensor
 	t.autocast(func() { pred = m.UNet.Forward(noisy, timesteps.ToDevice(m.Options.Device), embeds) })
-	sq := pred.To(torch.Float32).Sub(target.To(torch.Float32)).Square()
-	if t.cfg.SubjectLossWeight > 0 {
-		sq = sq.Mul(latentWeights(b.Masks.ToDevice(m.Options.Device), x0.Size(2), t.cfg.SubjectLossWeight))
-	}
-	return sq.Mean()
+	return pred.To(torch.Float32).Sub(target.To(torch.Float32)).Square()
 }
 
 // latentWeights are the loss weights [B, 1, h, h] of masks [B, 1, H, H]
@@ -512,10 +526,15 @@ func (t *trainer) loss(b *Batch, embeds *torch.Tensor, d Draws) *torch.Tensor {
 // 4 px cells, a small subject's outline is a good part of its shape.
 func latentWeights(masks *torch.Tensor, h int64, subjectWeight float64) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
-		s := masks.Shape()
-		f := s[2] / h
-		covered := masks.Reshape(s[0], 1, h, f, h, f).Amax(3, 5) // [B, 1, h, h]
-		w := covered.MulScalar(subjectWeight).AddScalar(1)
+		w := coveredCells(masks, h).MulScalar(subjectWeight).AddScalar(1)
 		return w.Div(w.Mean())
 	})
+}
+
+// coveredCells [B, 1, h, h] is 1 on the cells of an h x h latent grid that
+// any pixel of masks [B, 1, H, H] touches, 0 elsewhere.
+func coveredCells(masks *torch.Tensor, h int64) *torch.Tensor {
+	s := masks.Shape()
+	f := s[2] / h
+	return masks.Reshape(s[0], 1, h, f, h, f).Amax(3, 5)
 }
