@@ -38,47 +38,30 @@ func MeasureHeldOut(cfg Config, m *pipeline.Model, a *lcp.Adapter, data Batches,
 		return r, fmt.Errorf("train: scheduler: %w", err)
 	}
 	defer torch.Recover(&err)
-	t := &trainer{cfg: cfg, model: m, adapter: a, ddpm: pipeline.NewDDPM(m.Scheduler)}
+	t := &trainer{cfg: cfg, model: m, adapter: a, data: data, cond: cond, ddpm: pipeline.NewDDPM(m.Scheduler)}
 	if t.velocity, err = predictsVelocity(m); err != nil {
 		return r, err
 	}
 	var sum, values, subjectSum, subjectValues, cells, covered float64
 	withMasks := true
+	measure := func(b *Batch, embeds *torch.Tensor, d Draws) {
+		sq := t.sqError(b, embeds, d) // [B, C, h, w]
+		sum += sq.Sum().Item()
+		values += float64(sq.Numel())
+		if b.Masks == nil {
+			withMasks = false
+			return
+		}
+		c := coveredCells(b.Masks.ToDevice(m.Options.Device), sq.Size(2)) // [B, 1, h, w]
+		subjectSum += sq.Mul(c).Sum().Item()
+		touched := c.Sum().Item()
+		covered += touched
+		cells += float64(c.Numel())
+		subjectValues += touched * float64(sq.Size(1))
+	}
 	torch.NoGrad(func() {
 		for k := 1; k <= n && err == nil; k++ {
-			err = func() error {
-				s := torch.NewScope()
-				defer s.Close()
-				b, err := data.Next()
-				if err != nil {
-					return fmt.Errorf("train: held-out batch %d: data: %w", k, err)
-				}
-				defer b.Free()
-				if err := t.check(b); err != nil {
-					return fmt.Errorf("train: held-out batch %d: %w", k, err)
-				}
-				d := NewDraws(cfg.Seed, k, b.Index)
-				var embeds *torch.Tensor
-				t.autocast(func() { embeds, err = cond.Condition(b, d) })
-				if err != nil {
-					return fmt.Errorf("train: held-out batch %d: conditioning: %w", k, err)
-				}
-				defer cond.Clear()
-				sq := t.sqError(b, embeds, d) // [B, C, h, w]
-				sum += sq.Sum().Item()
-				values += float64(sq.Numel())
-				if b.Masks == nil {
-					withMasks = false
-					return nil
-				}
-				c := coveredCells(b.Masks.ToDevice(m.Options.Device), sq.Size(2)) // [B, 1, h, w]
-				subjectSum += sq.Mul(c).Sum().Item()
-				touched := c.Sum().Item()
-				covered += touched
-				cells += float64(c.Numel())
-				subjectValues += touched * float64(sq.Size(1))
-				return nil
-			}()
+			err = t.withBatch(k, fmt.Sprintf("held-out batch %d", k), measure)
 		}
 	})
 	if err != nil {

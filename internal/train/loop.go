@@ -427,35 +427,47 @@ func (t *trainer) optimizerStep() (loss, gradNorm float64, err error) {
 // scaled so that GradAccum micro-batches sum to their mean's gradient. A
 // loss that is not finite is returned without its backward pass, for
 // optimizerStep to refuse.
-func (t *trainer) microStep() (float64, error) {
+func (t *trainer) microStep() (v float64, err error) {
+	err = t.withBatch(t.step+1, fmt.Sprintf("step %d", t.step+1), func(b *Batch, embeds *torch.Tensor, d Draws) {
+		loss := t.loss(b, embeds, d)
+		v = loss.Item()
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return
+		}
+		loss = loss.DivScalar(float64(t.cfg.GradAccum))
+		if t.scaler != nil {
+			loss = loss.MulScalar(t.scaler.Scale)
+		}
+		loss.Backward()
+	})
+	return v, err
+}
+
+// withBatch takes the next batch from t.data, checks it, conditions the
+// UNet on it with the draws of step (from 1) and runs f, then takes the
+// condition down (after f's backward pass, as the Conditioner contract
+// wants) and frees the batch and every tensor made meanwhile. what names
+// the step in errors.
+func (t *trainer) withBatch(step int, what string, f func(b *Batch, embeds *torch.Tensor, d Draws)) error {
 	s := torch.NewScope()
 	defer s.Close()
 	b, err := t.data.Next()
 	if err != nil {
-		return 0, fmt.Errorf("train: step %d: data: %w", t.step+1, err)
+		return fmt.Errorf("train: %s: data: %w", what, err)
 	}
 	defer b.Free()
 	if err := t.check(b); err != nil {
-		return 0, fmt.Errorf("train: step %d: %w", t.step+1, err)
+		return fmt.Errorf("train: %s: %w", what, err)
 	}
-	d := NewDraws(t.cfg.Seed, t.step+1, b.Index)
+	d := NewDraws(t.cfg.Seed, step, b.Index)
 	var embeds *torch.Tensor
 	t.autocast(func() { embeds, err = t.cond.Condition(b, d) })
 	if err != nil {
-		return 0, fmt.Errorf("train: step %d: conditioning: %w", t.step+1, err)
+		return fmt.Errorf("train: %s: conditioning: %w", what, err)
 	}
 	defer t.cond.Clear()
-	loss := t.loss(b, embeds, d)
-	v := loss.Item()
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return v, nil
-	}
-	loss = loss.DivScalar(float64(t.cfg.GradAccum))
-	if t.scaler != nil {
-		loss = loss.MulScalar(t.scaler.Scale)
-	}
-	loss.Backward()
-	return v, nil
+	f(b, embeds, d)
+	return nil
 }
 
 // check validates a batch against the configuration.
@@ -525,10 +537,15 @@ func (t *trainer) sqError(b *Batch, embeds *torch.Tensor, d Draws) *torch.Tensor
 // batch. A cell the subject only touches counts whole: at the toy world's
 // 4 px cells, a small subject's outline is a good part of its shape.
 func latentWeights(masks *torch.Tensor, h int64, subjectWeight float64) *torch.Tensor {
-	return torch.Scoped(func() *torch.Tensor {
-		w := coveredCells(masks, h).MulScalar(subjectWeight).AddScalar(1)
-		return w.Div(w.Mean())
-	})
+	return torch.Scoped(func() *torch.Tensor { return subjectWeights(coveredCells(masks, h), subjectWeight) })
+}
+
+// subjectWeights are 1 + subjectWeight where inside is 1 and 1 where it
+// is 0, scaled to mean 1, so that a weighted loss stays on the scale of a
+// plain MSE.
+func subjectWeights(inside *torch.Tensor, subjectWeight float64) *torch.Tensor {
+	w := inside.MulScalar(subjectWeight).AddScalar(1)
+	return w.Div(w.Mean())
 }
 
 // coveredCells [B, 1, h, h] is 1 on the cells of an h x h latent grid that

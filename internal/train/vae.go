@@ -514,8 +514,7 @@ func (m *trainableVAE) step(b vaeBatch, cfg VAEConfig, opt *torch.AdamW, gen *to
 // stays on the scale of a plain MSE.
 func pixelWeights(masks []*data.Gray, subjectWeight float64) *torch.Tensor {
 	return torch.Scoped(func() *torch.Tensor {
-		weights := masksTensor(masks...).MulScalar(subjectWeight).AddScalar(1)
-		return weights.Div(weights.Mean())
+		return subjectWeights(masksTensor(masks...), subjectWeight)
 	})
 }
 
