@@ -63,6 +63,11 @@ func doctor(out io.Writer, verbose bool) (err error) {
 		threads += fmt.Sprintf("; OpenBLAS %d (OPENBLAS_NUM_THREADS=%s)", blas.OpenBLASThreads, omp)
 	}
 	row("threads", "%s", threads)
+	if torch.MallocKeepsFreed() {
+		row("malloc", "keeps freed memory for the next tensors (one arena, no trimming)")
+	} else {
+		row("malloc", "the C library's own policy (GLIBC_TUNABLES sets malloc, or not glibc): large freed blocks go back to the kernel and fault in again")
+	}
 	if strings.Contains(blas.Libraries, "/blas/libblas") {
 		fmt.Fprintln(out, "warning: the reference BLAS is in use and matrix products will be slow; install libopenblas0-pthread")
 	}

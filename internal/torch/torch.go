@@ -97,6 +97,15 @@ func BLAS() BLASInfo {
 	return BLASInfo{Libraries: takeString(libs), OpenBLASThreads: int(n), OpenBLASCore: takeString(core)}
 }
 
+// MallocKeepsFreed says whether freed CPU memory stays in the process for
+// the next tensor (the shim's malloc policy, shim/malloc.cpp) rather than
+// going back to the kernel; false when GLIBC_TUNABLES set malloc otherwise.
+func MallocKeepsFreed() bool {
+	var keeps C.int
+	mustLib("malloc_keeps_freed", C.lt_malloc_keeps_freed(&keeps))
+	return keeps != 0
+}
+
 // CUDADeviceCount is the number of CUDA devices libtorch can use (0 on a CPU build).
 func CUDADeviceCount() int {
 	var n C.int

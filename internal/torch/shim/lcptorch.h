@@ -68,6 +68,10 @@ lt_error lt_library_path(char **out);
 /* The BLAS libraries mapped in; OpenBLAS's thread count and the kernel set
  * it chose when it loaded (-1 and "" when OpenBLAS is not the BLAS). */
 lt_error lt_blas_info(char **library, int *openblas_threads, char **openblas_core);
+/* Whether the shim set glibc's malloc to keep freed memory in the process
+ * (one arena, no mmap'd blocks, no trimming: malloc.cpp says why); 0 when
+ * the user's GLIBC_TUNABLES set malloc or the C library is not glibc. */
+lt_error lt_malloc_keeps_freed(int *keeps);
 lt_error lt_cuda_device_count(int *count);
 /* The most bytes CUDA tensors held on device since the process began or
  * the last reset (torch.cuda.max_memory_allocated); an error without CUDA. */
